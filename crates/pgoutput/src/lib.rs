@@ -17,6 +17,9 @@
 //! * [`Lsn`] — WAL positions, displayed like Postgres (`16/B374D848`).
 //! * [`replication`] — the streaming replication sub-protocol inside `CopyData`
 //!   (`w` XLogData, `k` keepalive, `r` standby status update).
+//! * [`message`] — pgoutput messages (protocol v1 and v2) and the stateful
+//!   [`message::Decoder`].
+//! * [`relation`] — table schemas and the [`relation::RelationCache`].
 //!
 //! Every parser returns a [`DecodeError`] on short or malformed input and
 //! never panics; this is exercised by property tests and a fuzz target.
@@ -53,7 +56,9 @@
 
 mod error;
 mod lsn;
+pub mod message;
 mod reader;
+pub mod relation;
 pub mod replication;
 mod time;
 
