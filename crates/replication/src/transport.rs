@@ -1,0 +1,218 @@
+//! The byte stream under a connection: TCP, Unix socket, or TLS over TCP.
+//!
+//! TLS is negotiated the libpq way: send `SSLRequest`, read one byte; `S`
+//! means start the handshake, `N` means the server declines, which is fine for
+//! `sslmode=prefer` and an error for `require` and stricter. Unix sockets
+//! never use TLS (neither does libpq).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_openssl::SslStream;
+use tracing::debug;
+
+use crate::config::{ConnectConfig, Host, SslMode};
+use crate::error::{Error, Result};
+
+/// An established, possibly encrypted, byte stream to the server.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<SslStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Connects and negotiates TLS according to `sslmode`.
+    ///
+    /// Also returns the `tls-server-end-point` channel binding data (the hash
+    /// of the server certificate) when TLS is in use, for SCRAM-SHA-256-PLUS.
+    pub(crate) async fn connect(config: &ConnectConfig) -> Result<(Stream, Option<Vec<u8>>)> {
+        match config.host() {
+            Host::Unix(_) => {
+                let path = config.socket_path().unwrap_or_default();
+                if config.ssl_mode().requires_tls() {
+                    return Err(Error::Config(format!(
+                        "sslmode={} cannot be used with the Unix socket {}; connect over TCP (host=127.0.0.1) or use sslmode=prefer",
+                        config.ssl_mode().as_str(),
+                        path.display()
+                    )));
+                }
+                let s = UnixStream::connect(&path).await.map_err(|e| {
+                    Error::io(format!("connecting to Unix socket {}", path.display()), e)
+                })?;
+                Ok((Stream::Unix(s), None))
+            }
+            Host::Tcp(host) => {
+                let tcp = TcpStream::connect((host.as_str(), config.port()))
+                    .await
+                    .map_err(|e| {
+                        Error::io(format!("connecting to {host}:{}", config.port()), e)
+                    })?;
+                tcp.set_nodelay(true)
+                    .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
+                if config.ssl_mode() == SslMode::Disable {
+                    return Ok((Stream::Tcp(tcp), None));
+                }
+                negotiate_tls(tcp, host, config).await
+            }
+        }
+    }
+}
+
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    host: &str,
+    config: &ConnectConfig,
+) -> Result<(Stream, Option<Vec<u8>>)> {
+    let mut buf = BytesMut::new();
+    postgres_protocol::message::frontend::ssl_request(&mut buf);
+    tcp.write_all(&buf)
+        .await
+        .map_err(|e| Error::io("sending SSLRequest", e))?;
+    // Read exactly one byte: anything the server sends after 'S' belongs to
+    // the TLS handshake and must not be buffered here.
+    let answer = tcp
+        .read_u8()
+        .await
+        .map_err(|e| Error::io("reading the answer to SSLRequest", e))?;
+    match answer {
+        b'S' => {}
+        b'N' if config.ssl_mode() == SslMode::Prefer => {
+            debug!(host, "server declined TLS; continuing without (sslmode=prefer)");
+            return Ok((Stream::Tcp(tcp), None));
+        }
+        b'N' => {
+            return Err(Error::Tls(format!(
+                "server {host} does not accept TLS connections but sslmode={}; set ssl = on in postgresql.conf, or use sslmode=prefer/disable",
+                config.ssl_mode().as_str()
+            )));
+        }
+        other => {
+            return Err(Error::Protocol(format!(
+                "unexpected answer {other:#04x} to SSLRequest (expected 'S' or 'N')"
+            )));
+        }
+    }
+
+    let ssl = tls_connector(config)?
+        .configure()
+        .and_then(|mut c| {
+            c.set_verify_hostname(config.ssl_mode() == SslMode::VerifyFull);
+            c.into_ssl(host)
+        })
+        .map_err(|e| Error::Tls(format!("configuring TLS: {e}")))?;
+    let mut stream =
+        SslStream::new(ssl, tcp).map_err(|e| Error::Tls(format!("configuring TLS: {e}")))?;
+    Pin::new(&mut stream).connect().await.map_err(|e| {
+        let verify = stream.ssl().verify_result();
+        if verify != openssl::x509::X509VerifyResult::OK {
+            Error::Tls(format!(
+                "server certificate of {host} did not verify ({}); give the issuing CA with sslrootcert=/path/ca.pem, or relax sslmode",
+                verify.error_string()
+            ))
+        } else {
+            Error::Tls(format!("TLS handshake with {host} failed: {e}"))
+        }
+    })?;
+    let binding = channel_binding(&stream);
+    debug!(host, version = stream.ssl().version_str(), "TLS established");
+    Ok((Stream::Tls(Box::new(stream)), binding))
+}
+
+fn tls_connector(config: &ConnectConfig) -> Result<SslConnector> {
+    let err = |e: openssl::error::ErrorStack| Error::Tls(format!("configuring TLS: {e}"));
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(err)?;
+    let verify = match (config.ssl_mode(), config.ssl_root_cert()) {
+        (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
+            return Err(Error::Config(format!(
+                "sslmode={} needs the CA that signed the server certificate; set sslrootcert=/path/to/ca.pem (or sslrootcert=system for the system trust store)",
+                config.ssl_mode().as_str()
+            )));
+        }
+        // Like libpq: `require` checks the chain only when a CA is given.
+        (_, Some(root)) => {
+            if root.as_os_str() == "system" {
+                b.set_default_verify_paths().map_err(err)?;
+            } else {
+                b.set_ca_file(root).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot load sslrootcert {}: {e}; point sslrootcert at a PEM CA file",
+                        root.display()
+                    ))
+                })?;
+            }
+            config.ssl_mode().requires_tls()
+        }
+        (_, None) => false,
+    };
+    b.set_verify(if verify {
+        SslVerifyMode::PEER
+    } else {
+        SslVerifyMode::NONE
+    });
+    Ok(b.build())
+}
+
+/// `tls-server-end-point` (RFC 5929): the server certificate hashed with the
+/// hash of its signature algorithm, SHA-256 for MD5 and SHA-1.
+fn channel_binding(stream: &SslStream<TcpStream>) -> Option<Vec<u8>> {
+    let cert = stream.ssl().peer_certificate()?;
+    let algo = cert.signature_algorithm().object().nid();
+    let digest = match algo.signature_algorithms().map(|a| a.digest) {
+        Some(Nid::MD5 | Nid::SHA1) | None => MessageDigest::sha256(),
+        Some(nid) => MessageDigest::from_nid(nid)?,
+    };
+    cert.digest(digest).ok().map(|d| d.to_vec())
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
