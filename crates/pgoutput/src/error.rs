@@ -91,7 +91,8 @@ impl DecodeError {
         self.context
     }
 
-    /// Byte offset of the failure in the buffer given to the parser.
+    /// Where it failed: the byte offset in the message or value text given to
+    /// the parser, or for a [`crate::value::tuple_to_json`] failure the column index.
     pub fn offset(&self) -> usize {
         self.offset
     }

@@ -20,6 +20,8 @@
 //! * [`message`] — pgoutput messages (protocol v1 and v2) and the stateful
 //!   [`message::Decoder`].
 //! * [`relation`] — table schemas and the [`relation::RelationCache`].
+//! * [`value`] — text-format column values to typed JSON, and rows to JSON
+//!   objects ([`value::tuple_to_json`]).
 //!
 //! Every parser returns a [`DecodeError`] on short or malformed input and
 //! never panics; this is exercised by property tests and a fuzz target.
@@ -61,6 +63,7 @@ mod reader;
 pub mod relation;
 pub mod replication;
 mod time;
+pub mod value;
 
 pub use error::{DecodeError, DecodeErrorKind};
 pub use lsn::{Lsn, ParseLsnError};
