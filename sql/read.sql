@@ -1,0 +1,65 @@
+-- Read model (database catalog_read on the read DB and on every replica). Idempotent.
+-- walcast's sink projects catalog events into catalog_product_read; the other tables are the
+-- sink's bookkeeping, written in the same transaction as the rows they account for.
+
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+
+CREATE TABLE IF NOT EXISTS catalog_product_read (
+    product_id  UUID PRIMARY KEY,
+    sku         TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    description TEXT,
+    price       NUMERIC(18,2) NOT NULL,
+    currency    CHAR(3) NOT NULL,
+    is_active   BOOLEAN NOT NULL,
+    search_text TEXT NOT NULL,
+    updated_at  TIMESTAMPTZ DEFAULT now()
+);
+-- Version guard of the projection: an event older than what is applied never overwrites it
+-- (aggregate version first, then occurred_at).
+ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS version INT NOT NULL DEFAULT 0;
+ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS occurred_at TIMESTAMPTZ;
+
+-- Product search: substring / fuzzy match on search_text (lower-cased sku, name, description).
+CREATE INDEX IF NOT EXISTS catalog_product_read_search_trgm_idx
+    ON catalog_product_read USING gin (search_text gin_trgm_ops);
+CREATE INDEX IF NOT EXISTS catalog_product_read_sku_idx ON catalog_product_read (sku);
+CREATE INDEX IF NOT EXISTS catalog_product_read_active_name_idx
+    ON catalog_product_read (is_active, name);
+
+-- Every event applied to this target, once: a redelivered event id is skipped.
+CREATE TABLE IF NOT EXISTS processed_events (
+    event_id     UUID PRIMARY KEY,
+    event_type   TEXT NOT NULL,
+    processed_at TIMESTAMPTZ DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS processed_events_processed_at_idx ON processed_events (processed_at);
+
+-- Deleted aggregates: a late ProductUpdated for a deleted product must not resurrect it.
+CREATE TABLE IF NOT EXISTS walcast_tombstones (
+    table_name  TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    version     INT NOT NULL,
+    occurred_at TIMESTAMPTZ,
+    deleted_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, key)
+);
+
+-- Kafka progress of this target, stored with the rows (exactly-once effects per target): on
+-- start and on rebalance the sink seeks each partition to next_offset.
+CREATE TABLE IF NOT EXISTS walcast_offsets (
+    consumer_group TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    partition      INT NOT NULL,
+    next_offset    BIGINT NOT NULL,
+    updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic, partition)
+);
+
+-- Source position applied on this target (from the walcast.commit_lsn header), for lag and
+-- "read your writes" checks by the query API.
+CREATE TABLE IF NOT EXISTS walcast_applied_lsn (
+    consumer_group TEXT PRIMARY KEY,
+    commit_lsn     PG_LSN NOT NULL,
+    applied_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
