@@ -20,6 +20,11 @@
 //!     → StreamCommit | StreamAbort
 //! ```
 //!
+//! Inside a stream block each change carries the xid of the (sub)transaction
+//! that made it. A Stream Abort with `subxid != xid` discards only that
+//! subtransaction's changes (a `ROLLBACK TO SAVEPOINT`); the transaction may
+//! still commit.
+//!
 //! Relation messages precede the first change to a table in a session and
 //! follow every schema change; keep them in a
 //! [`RelationCache`](crate::relation::RelationCache).
@@ -112,7 +117,9 @@ pub struct Origin {
 /// to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
-    /// The streamed transaction's xid (v2, inside a stream block only).
+    /// Inside a v2 stream block: the xid of the (sub)transaction that made the
+    /// change, which may be a subtransaction of [`StreamStart::xid`]; a
+    /// [`StreamAbort`] whose `subxid` matches discards it. `None` otherwise.
     pub xid: Option<Xid>,
     /// The relation's OID: the key that Insert/Update/Delete refer to.
     pub oid: Oid,
@@ -129,7 +136,9 @@ pub struct Relation {
 /// `Y` — a non-built-in data type used by a following Relation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Type {
-    /// The streamed transaction's xid (v2, inside a stream block only).
+    /// Inside a v2 stream block: the xid of the (sub)transaction that made the
+    /// change, which may be a subtransaction of [`StreamStart::xid`]; a
+    /// [`StreamAbort`] whose `subxid` matches discards it. `None` otherwise.
     pub xid: Option<Xid>,
     /// The type's OID.
     pub oid: Oid,
@@ -142,7 +151,9 @@ pub struct Type {
 /// `I` — a new row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Insert {
-    /// The streamed transaction's xid (v2, inside a stream block only).
+    /// Inside a v2 stream block: the xid of the (sub)transaction that made the
+    /// change, which may be a subtransaction of [`StreamStart::xid`]; a
+    /// [`StreamAbort`] whose `subxid` matches discards it. `None` otherwise.
     pub xid: Option<Xid>,
     /// OID of the table, see [`Relation::oid`].
     pub relation_oid: Oid,
@@ -171,7 +182,9 @@ impl OldTuple {
 /// `U` — a changed row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
-    /// The streamed transaction's xid (v2, inside a stream block only).
+    /// Inside a v2 stream block: the xid of the (sub)transaction that made the
+    /// change, which may be a subtransaction of [`StreamStart::xid`]; a
+    /// [`StreamAbort`] whose `subxid` matches discards it. `None` otherwise.
     pub xid: Option<Xid>,
     /// OID of the table, see [`Relation::oid`].
     pub relation_oid: Oid,
@@ -186,7 +199,9 @@ pub struct Update {
 /// `D` — a deleted row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delete {
-    /// The streamed transaction's xid (v2, inside a stream block only).
+    /// Inside a v2 stream block: the xid of the (sub)transaction that made the
+    /// change, which may be a subtransaction of [`StreamStart::xid`]; a
+    /// [`StreamAbort`] whose `subxid` matches discards it. `None` otherwise.
     pub xid: Option<Xid>,
     /// OID of the table, see [`Relation::oid`].
     pub relation_oid: Oid,
@@ -197,7 +212,9 @@ pub struct Delete {
 /// `T` — `TRUNCATE` of one or more tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncate {
-    /// The streamed transaction's xid (v2, inside a stream block only).
+    /// Inside a v2 stream block: the xid of the (sub)transaction that made the
+    /// change, which may be a subtransaction of [`StreamStart::xid`]; a
+    /// [`StreamAbort`] whose `subxid` matches discards it. `None` otherwise.
     pub xid: Option<Xid>,
     /// `TRUNCATE ... CASCADE`.
     pub cascade: bool,
@@ -210,7 +227,9 @@ pub struct Truncate {
 /// `M` — a message from `pg_logical_emit_message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    /// The streamed transaction's xid (v2, inside a stream block only).
+    /// Inside a v2 stream block: the xid of the (sub)transaction that made the
+    /// change, which may be a subtransaction of [`StreamStart::xid`]; a
+    /// [`StreamAbort`] whose `subxid` matches discards it. `None` otherwise.
     pub xid: Option<Xid>,
     /// Emitted as part of a transaction (delivered at its commit) rather
     /// than immediately.
