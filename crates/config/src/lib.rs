@@ -1,0 +1,56 @@
+//! Connector configuration: a TOML file under `connectors/` plus `WALCAST_` environment
+//! overrides, loaded into typed structs that reject unknown keys.
+//!
+//! Environment variables override file values; `__` separates nesting levels, so
+//! `WALCAST_KAFKA__BROKERS=broker:9092` sets `[kafka] brokers`. Every error names the key and
+//! the file (or variable) it came from, because an operator fixes config by editing one line.
+//!
+//! ```
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Kafka { brokers: String }
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config { kafka: Kafka }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("c.toml");
+//! std::fs::write(&path, "[kafka]\nbrokers = \"127.0.0.1:19092\"\n").unwrap();
+//! let config: Config = walcast_config::load(&path).unwrap();
+//! assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
+//! ```
+
+mod dsn;
+mod error;
+
+pub use dsn::Dsn;
+pub use error::ConfigError;
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::de::DeserializeOwned;
+
+/// The prefix of environment variables that override connector files.
+pub const ENV_PREFIX: &str = "WALCAST_";
+
+/// Loads `path` with `WALCAST_*` environment overrides into `T`.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    load_with_env(path, Env::prefixed(ENV_PREFIX).split("__"))
+}
+
+/// Like [`load`], with the environment provider given (tests use a private prefix so they do
+/// not see each other's variables).
+pub fn load_with_env<T: DeserializeOwned>(path: &Path, env: Env) -> Result<T, ConfigError> {
+    if !path.is_file() {
+        return Err(ConfigError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(env)
+        .extract()
+        .map_err(|e| ConfigError::from_figment(path, e))
+}
