@@ -10,7 +10,7 @@
 use std::fmt;
 use std::io;
 
-use walcast_pgoutput::{DecodeError, Lsn};
+use walcast_pgoutput::DecodeError;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -276,25 +276,13 @@ pub enum Precondition {
     },
     /// UPDATE/DELETE on this table cannot be replicated.
     #[error(
-        "table {table} has no primary key and REPLICA IDENTITY {identity}, so its UPDATEs and DELETEs cannot be replicated; add a primary key, or run ALTER TABLE {table} REPLICA IDENTITY FULL"
+        "table {table} {reason}, so its UPDATEs and DELETEs cannot be replicated; add a primary key, or run ALTER TABLE {table} REPLICA IDENTITY FULL"
     )]
     NoReplicaIdentity {
         /// `schema.table`, quoted.
         table: String,
-        /// `DEFAULT` or `NOTHING`.
-        identity: &'static str,
-    },
-    /// Resuming would skip WAL the slot no longer has.
-    #[error(
-        "cannot resume slot \"{slot}\" at {requested}: the slot's confirmed_flush_lsn is already {confirmed}; start from {confirmed} or later (changes before it are gone)"
-    )]
-    LsnBehindSlot {
-        /// Slot name.
-        slot: String,
-        /// Requested start.
-        requested: Lsn,
-        /// Slot position.
-        confirmed: Lsn,
+        /// "has no primary key and REPLICA IDENTITY DEFAULT" or similar.
+        reason: &'static str,
     },
 }
 

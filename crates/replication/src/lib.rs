@@ -2,16 +2,23 @@
 //!
 //! placeholder docs
 
+mod backoff;
+mod change;
+mod change_stream;
 mod config;
 mod connection;
 mod copy_both;
 mod error;
 pub mod feedback;
+pub mod management;
 pub mod progress;
 mod startup;
 mod transport;
 mod wire;
 
+pub use backoff::Backoff;
+pub use change::{Change, Event, Op, TxnBegin, TxnCommit};
+pub use change_stream::{ChangeStream, ChangeStreamConfig};
 pub use config::{ConnectConfig, Host, SslMode};
 pub use connection::{
     CreatedSlot, ReplicationConnection, SnapshotAction, StartOptions, SystemIdentity,
@@ -19,5 +26,6 @@ pub use connection::{
 pub use copy_both::ReplicationStream;
 pub use error::{Error, Precondition, Result, ServerError, sqlstate_is_retryable};
 pub use feedback::FeedbackStream;
+pub use management::TableName;
 pub use progress::{DEFAULT_STATUS_INTERVAL, Progress};
 pub use walcast_pgoutput::Lsn;

@@ -1,0 +1,353 @@
+//! [`ChangeStream`]: the replication client, the pgoutput decoder, the
+//! relation cache and the value converter combined into a stream of
+//! [`Event`]s that survives lost connections.
+//!
+//! ```text
+//!  preflight (SQL) ─▶ START_REPLICATION ─▶ FeedbackStream ─▶ Decoder ─▶ RelationCache
+//!                                             ▲                            │ value::tuple_to_json
+//!                          confirm(lsn) ──────┘                            ▼
+//!                                                     Begin, Change, Change, ..., Commit
+//! ```
+//!
+//! # Memory
+//!
+//! Changes are decoded and handed out one at a time, as the server sends
+//! them; a transaction is never buffered (the commit LSN is known from
+//! Begin). The only buffer is the few events one message expands into (one
+//! per table of a TRUNCATE). A 100,000-row transaction costs no more memory
+//! than a one-row one. In-progress streaming (`streaming 'on'`) is not used:
+//! the server spills large transactions to disk itself.
+//!
+//! # Reconnection and exactly-what-is-redelivered
+//!
+//! A retryable error (see [`Error::is_retryable`]) drops the connection and
+//! reconnects with [`Backoff`], resuming at `R = max(confirmed by the caller,
+//! the slot's confirmed_flush_lsn)`. The server then sends every transaction
+//! whose commit record starts at or after `R`; the client additionally drops
+//! any transaction whose commit LSN is before `R`. So a transaction the caller
+//! confirmed (by its commit end LSN) is never repeated, and one it did not
+//! confirm is delivered again from its Begin. The progress rules are in
+//! [`crate::progress`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+use walcast_pgoutput::Lsn;
+use walcast_pgoutput::format_pg_micros;
+use walcast_pgoutput::message::{Decoder, LogicalMessage};
+use walcast_pgoutput::relation::RelationCache;
+use walcast_pgoutput::replication::XLogData;
+
+use crate::backoff::Backoff;
+use crate::change::{
+    Event, Txn, TxnBegin, TxnCommit, message_change, row_change, truncate_changes,
+};
+use crate::config::ConnectConfig;
+use crate::connection::{ReplicationConnection, StartOptions, validate_slot_name};
+use crate::error::{Error, Precondition, Result};
+use crate::feedback::FeedbackStream;
+use crate::management::{
+    ServerFacts, TableName, connect_sql, ensure_publication, ensure_slot, preflight, slot_info,
+};
+use crate::progress::DEFAULT_STATUS_INTERVAL;
+
+/// Settings of a [`ChangeStream`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChangeStreamConfig {
+    /// Where to connect (also used for the SQL management connection).
+    pub connect: ConnectConfig,
+    /// Replication slot.
+    pub slot: String,
+    /// Publication.
+    pub publication: String,
+    /// Tables that must be in the publication (and are added with `create`).
+    pub tables: Vec<TableName>,
+    /// Create the publication and the slot when missing.
+    pub create: bool,
+    /// Resume from here instead of the slot's position (never before it).
+    pub start_lsn: Option<Lsn>,
+    /// pgoutput protocol version (2 needs Postgres 14+).
+    pub proto_version: u32,
+    /// Period of standby status updates.
+    pub status_interval: Duration,
+    /// Reconnection schedule.
+    pub backoff: Backoff,
+}
+
+impl ChangeStreamConfig {
+    /// Protocol v2, status every 10 s, reconnect forever.
+    pub fn new(
+        connect: ConnectConfig,
+        slot: impl Into<String>,
+        publication: impl Into<String>,
+    ) -> ChangeStreamConfig {
+        ChangeStreamConfig {
+            connect,
+            slot: slot.into(),
+            publication: publication.into(),
+            tables: Vec::new(),
+            create: false,
+            start_lsn: None,
+            proto_version: 2,
+            status_interval: DEFAULT_STATUS_INTERVAL,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// A resumable stream of change events. See the module docs.
+#[derive(Debug)]
+pub struct ChangeStream {
+    config: ChangeStreamConfig,
+    facts: ServerFacts,
+    stream: Option<FeedbackStream>,
+    decoder: Decoder,
+    relations: RelationCache,
+    txn: Option<Txn>,
+    skipping: bool,
+    queue: VecDeque<Event>,
+    confirmed: Lsn,
+    resume: Lsn,
+}
+
+impl ChangeStream {
+    /// Runs the preflight checks (creating publication and slot if asked),
+    /// then starts streaming.
+    pub async fn start(config: ChangeStreamConfig) -> Result<ChangeStream> {
+        validate_slot_name(&config.slot)?;
+        let client = connect_sql(&config.connect).await?;
+        if config.create {
+            ensure_publication(&client, &config.publication, &config.tables).await?;
+        }
+        let facts = preflight(
+            &client,
+            &config.publication,
+            &config.tables,
+            config.proto_version,
+        )
+        .await?;
+        if config.create {
+            ensure_slot(&client, &config.slot).await?;
+        }
+        drop(client);
+        let mut cs = ChangeStream {
+            decoder: Decoder::new(config.proto_version),
+            confirmed: config.start_lsn.unwrap_or(Lsn::ZERO),
+            config,
+            facts,
+            stream: None,
+            relations: RelationCache::new(),
+            txn: None,
+            skipping: false,
+            queue: VecDeque::new(),
+            resume: Lsn::ZERO,
+        };
+        cs.stream = Some(cs.open().await?);
+        Ok(cs)
+    }
+
+    /// The next event. Lost connections are re-established (see the module
+    /// docs); an error here is unretryable, or the backoff gave up.
+    ///
+    /// Cancel safe between events.
+    pub async fn next(&mut self) -> Result<Event> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Ok(ev);
+            }
+            let result = match self.stream.as_mut() {
+                Some(s) => s.next().await,
+                None => Err(Error::Closed("streaming replication")),
+            };
+            match result {
+                Ok(Some(x)) => self.handle(x)?,
+                Ok(None) => self.reconnect(Error::Closed("streaming replication")).await?,
+                Err(e) if e.is_retryable() => self.reconnect(e).await?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Everything up to `lsn` is durable downstream; see
+    /// [`Event::confirm_lsn`] for which LSN to pass.
+    pub async fn confirm(&mut self, lsn: Lsn) -> Result<()> {
+        self.confirmed = self.confirmed.max(lsn);
+        if let Some(s) = self.stream.as_mut()
+            && let Err(e) = s.confirm(lsn).await
+        {
+            if !e.is_retryable() {
+                return Err(e);
+            }
+            // next() notices the broken connection and reconnects.
+            warn!(error = %e, "could not send status update");
+        }
+        Ok(())
+    }
+
+    /// Sends the confirmed position now and ends streaming cleanly.
+    pub async fn close(mut self) -> Result<()> {
+        match self.stream.take() {
+            Some(s) => s.close().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Highest LSN confirmed by the caller.
+    pub fn confirmed(&self) -> Lsn {
+        self.confirmed
+    }
+
+    /// The walsender's pid, while connected.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.stream.as_ref().map(FeedbackStream::backend_pid)
+    }
+
+    /// What the preflight checks found.
+    pub fn server_facts(&self) -> &ServerFacts {
+        &self.facts
+    }
+
+    /// Events decoded but not yet handed out (never more than one message's worth).
+    pub fn buffered(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Connects and starts streaming at `max(confirmed, slot position)`.
+    async fn open(&mut self) -> Result<FeedbackStream> {
+        let cfg = &self.config;
+        let client = connect_sql(&cfg.connect).await?;
+        let slot = slot_info(&client, &cfg.slot).await?.ok_or_else(|| {
+            Error::from(Precondition::SlotMissing {
+                slot: cfg.slot.clone(),
+            })
+        })?;
+        slot.check_usable(&self.facts.database)?;
+        drop(client);
+        let resume = self
+            .confirmed
+            .max(slot.confirmed_flush_lsn.unwrap_or(Lsn::ZERO));
+        let conn = ReplicationConnection::connect(&cfg.connect).await?;
+        let opts = StartOptions {
+            proto_version: cfg.proto_version,
+            publications: vec![cfg.publication.clone()],
+            messages: true,
+            streaming: false,
+        };
+        let raw = conn.start_replication(&cfg.slot, resume, &opts).await?;
+        self.resume = resume;
+        self.decoder = Decoder::new(cfg.proto_version);
+        self.relations = RelationCache::new();
+        self.txn = None;
+        self.skipping = false;
+        info!(slot = %cfg.slot, publication = %cfg.publication, %resume, pid = raw.backend_pid(), "streaming changes");
+        Ok(FeedbackStream::new(raw, resume, cfg.status_interval))
+    }
+
+    async fn reconnect(&mut self, cause: Error) -> Result<()> {
+        if let Some(s) = self.stream.take() {
+            drop(s);
+        }
+        warn!(error = %cause, confirmed = %self.confirmed, "replication connection lost; reconnecting");
+        let mut cause = cause;
+        let mut attempt = 0;
+        loop {
+            let Some(delay) = self.config.backoff.delay(attempt) else {
+                return Err(cause);
+            };
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            match self.open().await {
+                Ok(s) => {
+                    self.stream = Some(s);
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() => {
+                    debug!(error = %e, attempt, "reconnect failed");
+                    cause = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn handle(&mut self, x: XLogData) -> Result<()> {
+        let lsn = x.wal_start;
+        let msg = self.decoder.decode_bytes(x.data)?;
+        match msg {
+            LogicalMessage::Begin(b) => {
+                let txn = Txn::from_begin(&b);
+                self.skipping = b.final_lsn < self.resume;
+                if self.skipping {
+                    debug!(xid = b.xid, commit_lsn = %b.final_lsn, resume = %self.resume, "skipping transaction confirmed before");
+                } else {
+                    self.queue.push_back(Event::Begin(TxnBegin {
+                        xid: txn.xid,
+                        commit_lsn: txn.commit_lsn,
+                        commit_ts: txn.commit_ts.clone(),
+                    }));
+                }
+                self.txn = Some(txn);
+            }
+            LogicalMessage::Commit(c) => {
+                let txn = self.txn.take().ok_or_else(|| outside_txn("Commit"))?;
+                if !std::mem::take(&mut self.skipping) {
+                    self.queue.push_back(Event::Commit(TxnCommit {
+                        xid: txn.xid,
+                        commit_lsn: c.commit_lsn,
+                        end_lsn: c.end_lsn,
+                        commit_ts: format_pg_micros(c.commit_time),
+                    }));
+                }
+            }
+            LogicalMessage::Relation(r) => {
+                self.relations.insert(r);
+            }
+            ref m @ (LogicalMessage::Insert(_)
+            | LogicalMessage::Update(_)
+            | LogicalMessage::Delete(_)) => {
+                let txn = self.txn.as_ref().ok_or_else(|| outside_txn("row change"))?;
+                if !self.skipping
+                    && let Some(c) = row_change(txn, lsn, &self.relations, m)?
+                {
+                    self.queue.push_back(Event::Change(c));
+                }
+            }
+            LogicalMessage::Truncate(t) => {
+                let txn = self.txn.as_ref().ok_or_else(|| outside_txn("Truncate"))?;
+                if !self.skipping {
+                    let changes = truncate_changes(txn, lsn, &self.relations, &t)?;
+                    self.queue.extend(changes.into_iter().map(Event::Change));
+                }
+            }
+            LogicalMessage::Message(m) => match (&self.txn, m.transactional) {
+                (Some(txn), true) => {
+                    if !self.skipping {
+                        let c = message_change(Some(txn), lsn, &m);
+                        self.queue.push_back(Event::Change(c));
+                    }
+                }
+                _ if m.lsn <= self.resume => {}
+                _ => self
+                    .queue
+                    .push_back(Event::Change(message_change(None, lsn, &m))),
+            },
+            LogicalMessage::StreamStart(_)
+            | LogicalMessage::StreamStop
+            | LogicalMessage::StreamCommit(_)
+            | LogicalMessage::StreamAbort(_) => {
+                return Err(Error::Protocol(
+                    "received an in-progress (streamed) transaction, but streaming was not requested"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn outside_txn(what: &str) -> Error {
+    Error::Protocol(format!("{what} outside a transaction"))
+}
