@@ -105,6 +105,10 @@ pub struct RowJson {
 /// Converts a decoded row of `relation` to JSON, column by column with
 /// [`text_to_json`].
 ///
+/// For an old key ([`OldTuple::Key`](crate::message::OldTuple::Key)) the
+/// non-key columns come out as `null`; [`Column::is_key`](crate::relation::Column::is_key)
+/// tells which are real.
+///
 /// Fails if the tuple's column count does not match the Relation (the cache
 /// is stale) or if it holds binary-format values (replication was started
 /// with `binary 'true'`, which this crate does not interpret).
