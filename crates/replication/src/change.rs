@@ -193,7 +193,9 @@ pub(crate) fn truncate_changes(
         .iter()
         .map(|oid| {
             let rel = relations.get(*oid).ok_or_else(|| {
-                Error::Protocol(format!("truncate of relation {oid} before its Relation message"))
+                Error::Protocol(format!(
+                    "truncate of relation {oid} before its Relation message"
+                ))
             })?;
             let mut c = txn.change(Op::Truncate, lsn);
             c.schema = Some(rel.namespace.clone());

@@ -163,7 +163,10 @@ impl ChangeStream {
             };
             match result {
                 Ok(Some(x)) => self.handle(x)?,
-                Ok(None) => self.reconnect(Error::Closed("streaming replication")).await?,
+                Ok(None) => {
+                    self.reconnect(Error::Closed("streaming replication"))
+                        .await?
+                }
                 Err(e) if e.is_retryable() => self.reconnect(e).await?,
                 Err(e) => return Err(e),
             }

@@ -434,7 +434,9 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>> {
             continue;
         }
         let (k, v) = pair.split_once('=').ok_or_else(|| {
-            Error::Config(format!("URL parameter '{pair}' has no '='; write key=value"))
+            Error::Config(format!(
+                "URL parameter '{pair}' has no '='; write key=value"
+            ))
         })?;
         out.push((percent_decode(k)?, percent_decode(v)?));
     }
@@ -506,7 +508,8 @@ mod tests {
 
     #[test]
     fn url_form() {
-        let c = cfg("postgres://walcast:p%40ss@127.0.0.1:5444/app?sslmode=require&application_name=x");
+        let c =
+            cfg("postgres://walcast:p%40ss@127.0.0.1:5444/app?sslmode=require&application_name=x");
         assert_eq!(c.host(), &Host::Tcp("127.0.0.1".into()));
         assert_eq!(c.port(), 5444);
         assert_eq!(c.password(), Some("p@ss"));

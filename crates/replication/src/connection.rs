@@ -180,9 +180,10 @@ impl ReplicationConnection {
             }
         };
         let rows = self.simple_query(&sql).await?;
-        let row = rows.into_iter().next().ok_or_else(|| {
-            Error::Protocol("CREATE_REPLICATION_SLOT returned no row".to_owned())
-        })?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Protocol("CREATE_REPLICATION_SLOT returned no row".to_owned()))?;
         let col = |i: usize| row.get(i).cloned().flatten();
         let created = CreatedSlot {
             slot_name: col(0).unwrap_or_else(|| name.to_owned()),
@@ -306,9 +307,7 @@ fn data_row(row: &postgres_protocol::message::backend::DataRowBody) -> Result<Ro
     use fallible_iterator::FallibleIterator;
     let buf = row.buffer();
     row.ranges()
-        .map(|r| {
-            Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()))
-        })
+        .map(|r| Ok(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned())))
         .collect()
         .map_err(|e| Error::Protocol(format!("malformed DataRow: {e}")))
 }

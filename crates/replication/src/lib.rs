@@ -13,6 +13,7 @@ pub mod feedback;
 pub mod management;
 pub mod progress;
 mod startup;
+mod tail;
 mod transport;
 mod wire;
 
@@ -28,4 +29,5 @@ pub use error::{Error, Precondition, Result, ServerError, sqlstate_is_retryable}
 pub use feedback::FeedbackStream;
 pub use management::TableName;
 pub use progress::{DEFAULT_STATUS_INTERVAL, Progress};
+pub use tail::tail;
 pub use walcast_pgoutput::Lsn;

@@ -119,7 +119,11 @@ async fn authenticate(
             wire.encode(|b| frontend::password_message(pw.as_bytes(), b))?;
         }
         Backend::Message(Message::AuthenticationMd5Password(body)) => {
-            let hash = md5_hash(config.user().as_bytes(), password()?.as_bytes(), body.salt());
+            let hash = md5_hash(
+                config.user().as_bytes(),
+                password()?.as_bytes(),
+                body.salt(),
+            );
             wire.encode(|b| frontend::password_message(hash.as_bytes(), b))?;
         }
         Backend::Message(Message::AuthenticationSasl(body)) => {
@@ -133,9 +137,10 @@ async fn authenticate(
                 scram_plus |= m == SCRAM_SHA_256_PLUS;
             }
             let (mechanism, channel_binding) = match binding {
-                Some(data) if scram_plus => {
-                    (SCRAM_SHA_256_PLUS, ChannelBinding::tls_server_end_point(data))
-                }
+                Some(data) if scram_plus => (
+                    SCRAM_SHA_256_PLUS,
+                    ChannelBinding::tls_server_end_point(data),
+                ),
                 Some(_) if scram => (SCRAM_SHA_256, ChannelBinding::unrequested()),
                 None if scram => (SCRAM_SHA_256, ChannelBinding::unsupported()),
                 _ => {

@@ -53,9 +53,7 @@ impl Stream {
             Host::Tcp(host) => {
                 let tcp = TcpStream::connect((host.as_str(), config.port()))
                     .await
-                    .map_err(|e| {
-                        Error::io(format!("connecting to {host}:{}", config.port()), e)
-                    })?;
+                    .map_err(|e| Error::io(format!("connecting to {host}:{}", config.port()), e))?;
                 tcp.set_nodelay(true)
                     .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
                 if config.ssl_mode() == SslMode::Disable {
@@ -86,7 +84,10 @@ async fn negotiate_tls(
     match answer {
         b'S' => {}
         b'N' if config.ssl_mode() == SslMode::Prefer => {
-            debug!(host, "server declined TLS; continuing without (sslmode=prefer)");
+            debug!(
+                host,
+                "server declined TLS; continuing without (sslmode=prefer)"
+            );
             return Ok((Stream::Tcp(tcp), None));
         }
         b'N' => {
@@ -123,7 +124,11 @@ async fn negotiate_tls(
         }
     })?;
     let binding = channel_binding(&stream);
-    debug!(host, version = stream.ssl().version_str(), "TLS established");
+    debug!(
+        host,
+        version = stream.ssl().version_str(),
+        "TLS established"
+    );
     Ok((Stream::Tls(Box::new(stream)), binding))
 }
 

@@ -92,7 +92,7 @@ pub async fn preflight(
 async fn check_replica_identity(client: &Client, publication: &str) -> Result<()> {
     let rows = client
         .query(
-            "SELECT format('%I.%I', n.nspname, c.relname), c.relreplident::text, \
+            "SELECT n.nspname::text, c.relname::text, c.relreplident::text, \
                     EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
              FROM pg_publication p \
              JOIN pg_publication_tables pt ON pt.pubname = p.pubname \
@@ -105,7 +105,8 @@ async fn check_replica_identity(client: &Client, publication: &str) -> Result<()
         .await
         .map_err(Error::sql("checking replica identities"))?;
     for r in rows {
-        let (table, ident, has_pk): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+        let table = TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)).quoted();
+        let (ident, has_pk): (String, bool) = (r.get(2), r.get(3));
         let reason = match ident.as_str() {
             "d" if !has_pk => "has no primary key and REPLICA IDENTITY DEFAULT",
             "n" => "has REPLICA IDENTITY NOTHING",

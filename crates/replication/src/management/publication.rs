@@ -57,9 +57,15 @@ pub(crate) fn quote_ident(s: &str) -> String {
 }
 
 /// The tables a publication publishes, or `None` if it does not exist.
-pub async fn publication_tables(client: &Client, publication: &str) -> Result<Option<Vec<TableName>>> {
+pub async fn publication_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<Option<Vec<TableName>>> {
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await
         .map_err(Error::sql("looking up the publication"))?
         .is_some();
@@ -82,7 +88,11 @@ pub async fn publication_tables(client: &Client, publication: &str) -> Result<Op
 
 /// Creates the publication `FOR TABLE tables` if missing, and adds any of
 /// `tables` it lacks. Every table must exist.
-pub async fn ensure_publication(client: &Client, publication: &str, tables: &[TableName]) -> Result<()> {
+pub async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    tables: &[TableName],
+) -> Result<()> {
     if tables.is_empty() {
         return Err(Error::Config(format!(
             "cannot create publication \"{publication}\" without tables; name at least one table (--table schema.table)"
@@ -91,10 +101,17 @@ pub async fn ensure_publication(client: &Client, publication: &str, tables: &[Ta
     for t in tables {
         check_table_exists(client, t).await?;
     }
-    let list = tables.iter().map(TableName::quoted).collect::<Vec<_>>().join(", ");
+    let list = tables
+        .iter()
+        .map(TableName::quoted)
+        .collect::<Vec<_>>()
+        .join(", ");
     match publication_tables(client, publication).await? {
         None => {
-            let sql = format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(publication));
+            let sql = format!(
+                "CREATE PUBLICATION {} FOR TABLE {list}",
+                quote_ident(publication)
+            );
             match client.batch_execute(&sql).await {
                 Ok(()) => info!(publication, tables = %list, "publication created"),
                 // Somebody else created it just now: check it below.
@@ -105,9 +122,16 @@ pub async fn ensure_publication(client: &Client, publication: &str, tables: &[Ta
         Some(existing) => {
             let missing: Vec<_> = tables.iter().filter(|t| !existing.contains(t)).collect();
             if !missing.is_empty() {
-                let add = missing.iter().map(|t| t.quoted()).collect::<Vec<_>>().join(", ");
+                let add = missing
+                    .iter()
+                    .map(|t| t.quoted())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 client
-                    .batch_execute(&format!("ALTER PUBLICATION {} ADD TABLE {add}", quote_ident(publication)))
+                    .batch_execute(&format!(
+                        "ALTER PUBLICATION {} ADD TABLE {add}",
+                        quote_ident(publication)
+                    ))
                     .await
                     .map_err(Error::sql("adding tables to the publication"))?;
                 info!(publication, tables = %add, "tables added to publication");
@@ -164,13 +188,18 @@ mod tests {
 
     #[test]
     fn parses_and_quotes_table_names() {
-        let t: TableName = "app.Orders".parse().unwrap_or_else(|_| TableName::new("", ""));
+        let t: TableName = "app.Orders"
+            .parse()
+            .unwrap_or_else(|_| TableName::new("", ""));
         assert_eq!(t, TableName::new("app", "Orders"));
         assert_eq!(t.quoted(), "\"app\".\"Orders\"");
         let t: TableName = "items".parse().unwrap_or_else(|_| TableName::new("", ""));
         assert_eq!(t.quoted(), "\"public\".\"items\"");
         assert!("a.b.c".parse::<TableName>().is_err());
         assert!(".x".parse::<TableName>().is_err());
-        assert_eq!(TableName::new("s", "we\"ird").quoted(), "\"s\".\"we\"\"ird\"");
+        assert_eq!(
+            TableName::new("s", "we\"ird").quoted(),
+            "\"s\".\"we\"\"ird\""
+        );
     }
 }

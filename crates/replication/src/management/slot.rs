@@ -105,7 +105,9 @@ pub async fn ensure_slot(client: &Client, name: &str) -> Result<(SlotInfo, bool)
         Err(e) => return Err(Error::sql("creating the replication slot")(e)),
     };
     let info = slot_info(client, name).await?.ok_or_else(|| {
-        Error::Protocol(format!("replication slot \"{name}\" vanished right after creation"))
+        Error::Protocol(format!(
+            "replication slot \"{name}\" vanished right after creation"
+        ))
     })?;
     Ok((info, created))
 }
@@ -133,8 +135,20 @@ mod tests {
     #[test]
     fn unusable_slots_explain_themselves() {
         let cases = [
-            (SlotInfo { active_pid: Some(4242), ..slot() }, "in use by another process (pid 4242)"),
-            (SlotInfo { plugin: Some("wal2json".into()), ..slot() }, "uses output plugin 'wal2json'"),
+            (
+                SlotInfo {
+                    active_pid: Some(4242),
+                    ..slot()
+                },
+                "in use by another process (pid 4242)",
+            ),
+            (
+                SlotInfo {
+                    plugin: Some("wal2json".into()),
+                    ..slot()
+                },
+                "uses output plugin 'wal2json'",
+            ),
             (slot(), "belongs to database \"db\", not \"other\""),
         ];
         for (i, (s, needle)) in cases.into_iter().enumerate() {
