@@ -1,0 +1,218 @@
+//! A target's Kafka consumer: it assigns itself every partition of the topic at the offsets its
+//! database holds, and hands out batches of at most `max_events` within `linger`.
+//!
+//! There is no group rebalance: each target is exactly one consumer, so it takes all
+//! partitions itself (`assign`, not `subscribe`) and the broker keeps no offsets for it. The
+//! group id names the target's row in `walcast_offsets`. New partitions are picked up by
+//! re-reading the topic's metadata every `metadata_refresh_secs`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::config::SinkConfig;
+use crate::error::{Error, Result};
+
+pub(crate) struct Source {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    brokers: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed");
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+impl Source {
+    pub(crate) fn new(config: &SinkConfig, group: &str) -> Result<Source> {
+        let consumer: StreamConsumer =
+            client_config(config, group)
+                .create()
+                .map_err(Error::kafka(format!(
+                    "creating the consumer of group {group}"
+                )))?;
+        Ok(Source {
+            consumer: Arc::new(consumer),
+            topic: config.kafka.topic.clone(),
+            brokers: config.kafka.brokers.clone(),
+        })
+    }
+
+    /// The topic's partitions, sorted.
+    pub(crate) async fn partitions(&self) -> Result<Vec<i32>> {
+        topic_partitions(self.consumer.clone(), &self.topic, &self.brokers).await
+    }
+
+    /// Consumes `partitions` from `offsets` (the stored next offsets), from the earliest
+    /// retained offset where none is stored.
+    pub(crate) fn assign(&self, partitions: &[i32], offsets: &BTreeMap<i32, i64>) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            let at = offsets
+                .get(p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(&self.topic, *p, at)
+                .map_err(Error::kafka("building the assignment"))?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(Error::kafka("assigning partitions"))
+    }
+
+    /// Up to `max` records: waits up to `idle` for the first, then up to `linger` for more.
+    /// Empty if nothing arrived.
+    pub(crate) async fn next_batch(
+        &self,
+        max: usize,
+        linger: Duration,
+        idle: Duration,
+    ) -> Result<Vec<OwnedMessage>> {
+        let mut out = Vec::new();
+        let first_deadline = Instant::now() + idle;
+        let mut deadline = first_deadline;
+        while out.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Ok(m)) => {
+                    if out.is_empty() {
+                        deadline = Instant::now() + linger;
+                    }
+                    out.push(m.detach());
+                }
+                Ok(Err(e)) => {
+                    // librdkafka retries broker failures itself; report and keep polling.
+                    warn!(topic = %self.topic, error = %e, "consumer error");
+                    if out.is_empty() && Instant::now() >= first_deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+/// The partitions of `topic`, sorted; [`Error::NoTopic`] if it has none.
+async fn topic_partitions<C: Consumer + Send + Sync + 'static>(
+    consumer: Arc<C>,
+    topic: &str,
+    brokers: &str,
+) -> Result<Vec<i32>> {
+    let t = topic.to_owned();
+    let md = tokio::task::spawn_blocking(move || {
+        consumer.fetch_metadata(Some(&t), Duration::from_secs(5))
+    })
+    .await
+    .map_err(|_| Error::kafka("reading metadata")(rdkafka::error::KafkaError::Canceled))?
+    .map_err(Error::kafka(format!("reading metadata of {topic}")))?;
+    let mut parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|m| m.name() == topic && m.error().is_none())
+        .flat_map(|m| m.partitions().iter().map(|p| p.id()))
+        .collect();
+    if parts.is_empty() {
+        return Err(Error::NoTopic {
+            topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
+        });
+    }
+    parts.sort_unstable();
+    Ok(parts)
+}
+
+/// A metadata-only client for watermarks (lag and rebuild progress).
+pub(crate) struct Watermarks {
+    consumer: Arc<BaseConsumer>,
+    topic: String,
+    brokers: String,
+}
+
+impl std::fmt::Debug for Watermarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watermarks")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watermarks {
+    pub(crate) fn new(config: &SinkConfig) -> Result<Watermarks> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("log_level", "3")
+            .create()
+            .map_err(Error::kafka("creating the watermark client"))?;
+        Ok(Watermarks {
+            consumer: Arc::new(consumer),
+            topic: config.kafka.topic.clone(),
+            brokers: config.kafka.brokers.clone(),
+        })
+    }
+
+    pub(crate) async fn partitions(&self) -> Result<Vec<i32>> {
+        topic_partitions(self.consumer.clone(), &self.topic, &self.brokers).await
+    }
+
+    /// `(low, high)` watermarks of each partition.
+    pub(crate) async fn fetch(&self, partitions: &[i32]) -> Result<BTreeMap<i32, (i64, i64)>> {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let parts = partitions.to_vec();
+        tokio::task::spawn_blocking(move || {
+            parts
+                .iter()
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&topic, *p, Duration::from_secs(5))
+                        .map(|w| (*p, w))
+                })
+                .collect::<std::result::Result<BTreeMap<_, _>, _>>()
+        })
+        .await
+        .map_err(|_| Error::kafka("reading watermarks")(rdkafka::error::KafkaError::Canceled))?
+        .map_err(Error::kafka(format!(
+            "reading watermarks of {}",
+            self.topic
+        )))
+    }
+}
+
+/// Messages from `next` (stored next offsets; the low watermark where none) to the high
+/// watermarks.
+pub(crate) fn lag(marks: &BTreeMap<i32, (i64, i64)>, next: &BTreeMap<i32, i64>) -> i64 {
+    marks
+        .iter()
+        .map(|(p, (low, high))| (high - next.get(p).copied().unwrap_or(*low).max(*low)).max(0))
+        .sum()
+}

@@ -1,0 +1,54 @@
+//! Metric names of the sink (Prometheus conventions), all labelled `target`.
+
+use walcast_telemetry::metrics::{Counter, Gauge, Histogram, Registry};
+
+pub const EVENTS_APPLIED: &str = "walcast_sink_events_applied_total";
+pub const EVENTS_DUPLICATE: &str = "walcast_sink_events_duplicate_total";
+pub const EVENTS_STALE: &str = "walcast_sink_events_stale_total";
+pub const EVENTS_MISSING_ROW: &str = "walcast_sink_events_missing_row_total";
+pub const DLQ: &str = "walcast_sink_dlq_total";
+pub const BATCHES: &str = "walcast_sink_batches_total";
+pub const RETRIES: &str = "walcast_sink_retries_total";
+pub const LAG: &str = "walcast_sink_lag_messages";
+pub const APPLY_SECONDS: &str = "walcast_sink_apply_seconds";
+pub const APPLIED_COMMIT_LSN: &str = "walcast_sink_applied_commit_lsn";
+pub const TARGET_UP: &str = "walcast_sink_target_up";
+
+const APPLY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The metrics of one target.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetMetrics {
+    pub(crate) applied: Counter,
+    pub(crate) duplicates: Counter,
+    pub(crate) stale: Counter,
+    pub(crate) missing_row: Counter,
+    pub(crate) dlq: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) lag: Gauge,
+    pub(crate) apply_seconds: Histogram,
+    pub(crate) applied_commit_lsn: Gauge,
+    pub(crate) up: Gauge,
+}
+
+impl TargetMetrics {
+    pub(crate) fn new(registry: &Registry, target: &str) -> TargetMetrics {
+        let l = &[("target", target)];
+        TargetMetrics {
+            applied: registry.counter(EVENTS_APPLIED, "Events newly recorded as processed by the target (applied, or found older than the row).", l),
+            duplicates: registry.counter(EVENTS_DUPLICATE, "Redelivered or replayed events the target had already processed.", l),
+            stale: registry.counter(EVENTS_STALE, "Events older than the row or tombstone they target, ignored by the version guard.", l),
+            missing_row: registry.counter(EVENTS_MISSING_ROW, "Updates of rows that do not exist (never created, or deleted).", l),
+            dlq: registry.counter(DLQ, "Poison events sent to the dead-letter topic.", l),
+            batches: registry.counter(BATCHES, "Batch transactions committed.", l),
+            retries: registry.counter(RETRIES, "Batches or connections retried after an error.", l),
+            lag: registry.gauge(LAG, "Messages between the target's stored offsets and the high watermarks.", l),
+            apply_seconds: registry.histogram(APPLY_SECONDS, "Time to apply and commit one batch.", l, APPLY_BUCKETS),
+            applied_commit_lsn: registry.gauge(APPLIED_COMMIT_LSN, "Highest source commit LSN (walcast.commit_lsn) applied, as a number.", l),
+            up: registry.gauge(TARGET_UP, "1 while the target is connected and consuming, else 0.", l),
+        }
+    }
+}
