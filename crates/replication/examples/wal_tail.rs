@@ -1,6 +1,8 @@
-//! Stand-alone `wal tail` until the `walcast` binary wires `walcast wal tail`:
+//! Stand-alone `wal tail`, the same code as `walcast wal tail` (the module
+//! lives in the `walcast` crate and is compiled here too, so it cannot rot):
 //! `cargo run -p walcast-replication --example wal_tail -- --dsn ... --slot ... --publication ...`
 
+#[path = "../../walcast/src/wal_tail.rs"]
 mod wal_tail;
 
 use clap::Parser;
