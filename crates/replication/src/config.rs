@@ -468,6 +468,7 @@ fn percent_decode(s: &str) -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
 

@@ -291,7 +291,11 @@ impl ReplicationConnection {
 
     /// Sends `Terminate` and closes the socket.
     pub async fn close(mut self) {
-        if self.wire.encode(|b| Ok(frontend::terminate(b))).is_ok() {
+        let terminate = self.wire.encode(|b| {
+            frontend::terminate(b);
+            Ok(())
+        });
+        if terminate.is_ok() {
             let _ = self.wire.flush().await;
         }
         self.wire.shutdown().await;
