@@ -1,8 +1,7 @@
-//! Stand-alone `wal tail`, the same code as `walcast wal tail` (the module
-//! lives in the `walcast` crate and is compiled here too, so it cannot rot):
-//! `cargo run -p walcast-replication --example wal_tail -- --dsn ... --slot ... --publication ...`
+//! Stand-alone `wal tail`: `cargo run -p walcast-replication --example wal_tail --
+//! --dsn ... --slot ... --publication ...`. `wal_tail.rs` beside this file is
+//! a copy of `crates/walcast/src/wal_tail.rs` (`walcast wal tail`); keep them equal.
 
-#[path = "../../walcast/src/wal_tail.rs"]
 mod wal_tail;
 
 use clap::Parser;
