@@ -2,7 +2,9 @@
 //! overrides, loaded into typed structs that reject unknown keys.
 //!
 //! Environment variables override file values; `__` separates nesting levels, so
-//! `WALCAST_KAFKA__BROKERS=broker:9092` sets `[kafka] brokers`. Every error names the key and
+//! `WALCAST_KAFKA__BROKERS=broker:9092` sets `[kafka] brokers`. Only variables naming a key
+//! inside a section (with at least one `__`) are read, so other `WALCAST_*` settings of the
+//! scripts and the CLI (`WALCAST_LOG_JSON`, `WALCAST_LEADER_PORT`, ...) never clash with them. Every error names the key and
 //! the file (or variable) it came from, because an operator fixes config by editing one line.
 //!
 //! ```
@@ -37,7 +39,14 @@ pub const ENV_PREFIX: &str = "WALCAST_";
 
 /// Loads `path` with `WALCAST_*` environment overrides into `T`.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    load_with_env(path, Env::prefixed(ENV_PREFIX).split("__"))
+    load_with_env(path, env_overrides())
+}
+
+/// The `WALCAST_<SECTION>__<KEY>` environment provider used by [`load`].
+pub fn env_overrides() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| key.as_str().contains("__"))
+        .split("__")
 }
 
 /// Like [`load`], with the environment provider given (tests use a private prefix so they do

@@ -102,6 +102,8 @@ fn environment_overrides_the_file_and_unknown_variables_are_errors() {
         let path = jail.directory().join("source.toml");
         jail.set_env("WALCAST_KAFKA__BROKERS", "broker-1:9092");
         jail.set_env("WALCAST_KAFKA__PARTITIONS", "6");
+        // Not a connector key: settings of the scripts and CLI share the prefix.
+        jail.set_env("WALCAST_LOG_JSON", "1");
         let c: Config = walcast_config::load(&path).unwrap();
         assert_eq!(c.kafka.brokers, "broker-1:9092");
         assert_eq!(c.kafka.partitions, 6);

@@ -1,0 +1,67 @@
+//! The `walcast` command: every service and operator tool behind one binary.
+//! `main` only parses arguments, sets up logging and hands over to a module.
+
+mod schema;
+mod topic;
+mod wal_tail;
+
+use clap::{Parser, Subcommand};
+use walcast_telemetry::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "walcast",
+    version,
+    about = "Postgres outbox → Kafka → read models, without losing an event"
+)]
+struct Cli {
+    /// Log JSON lines instead of human-readable lines.
+    #[arg(long, global = true, env = "WALCAST_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply walcast's SQL schemas (idempotent: running it again changes nothing).
+    Schema(schema::SchemaArgs),
+    /// Create and inspect Kafka topics.
+    Topic(topic::TopicArgs),
+    /// Read the write database's WAL (logical replication, pgoutput).
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Print every change of a slot as one JSON object per line.
+    Tail(wal_tail::WalTailArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(if cli.log_json {
+        LogFormat::Json
+    } else {
+        LogFormat::Human
+    });
+    let result = match cli.command {
+        Command::Schema(args) => schema::run(args).await,
+        Command::Topic(args) => topic::run(args).await,
+        Command::Wal {
+            command: WalCommand::Tail(args),
+        } => wal_tail::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "walcast failed");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
