@@ -1,0 +1,13 @@
+//! Integration tests of the sink against four real Postgres clusters and a real Kafka broker.
+//! One binary (one shared broker); every test has its own topic and databases.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod crash;
+mod delivery;
+mod outage;
+mod poison;
+mod rebuild;
+mod versions;
