@@ -2,6 +2,7 @@
 //! `main` only parses arguments, sets up logging and hands over to a module.
 
 mod schema;
+mod sink_cmd;
 mod topic;
 mod wal_tail;
 
@@ -28,6 +29,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Create and inspect Kafka topics.
     Topic(topic::TopicArgs),
+    /// Run the sink connector (Kafka → read databases), or rebuild one of its targets.
+    Sink(sink_cmd::SinkArgs),
     /// Read the write database's WAL (logical replication, pgoutput).
     Wal {
         #[command(subcommand)]
@@ -52,6 +55,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Schema(args) => schema::run(args).await,
         Command::Topic(args) => topic::run(args).await,
+        Command::Sink(args) => sink_cmd::run(args).await,
         Command::Wal {
             command: WalCommand::Tail(args),
         } => wal_tail::run(args).await,
