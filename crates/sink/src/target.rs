@@ -137,6 +137,8 @@ async fn consume(
     let config = &ctx.config;
     let mut backoff = Backoff::new(config);
     let mut first = true;
+    // Batches of different partitions commit out of LSN order; the gauge shows the highest.
+    let mut max_lsn = 0u64;
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
     'connect: while !*stop.borrow() {
         let (mut store, mut partitions, mut stored) = match sync(ctx, source).await {
@@ -200,7 +202,10 @@ async fn consume(
                     m.stale.inc_by(stats.stale);
                     m.missing_row.inc_by(stats.missing_row);
                     m.dlq.inc_by(stats.dead_lettered);
-                    if let Some(lsn) = batch.max_commit_lsn {
+                    if let Some(lsn) = batch.max_commit_lsn
+                        && lsn > max_lsn
+                    {
+                        max_lsn = lsn;
                         m.applied_commit_lsn.set(lsn as f64);
                     }
                     if stats.dead_lettered > 0 {
