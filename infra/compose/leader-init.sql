@@ -1,0 +1,2 @@
+-- Runs once when the leader's data volume is created (docker-entrypoint-initdb.d).
+CREATE DATABASE catalog_read;
