@@ -1,10 +1,13 @@
 //! Change events: decoded pgoutput messages turned into JSON-ready rows.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 use walcast_pgoutput::Lsn;
 use walcast_pgoutput::format_pg_micros;
-use walcast_pgoutput::message::{self, OldTuple, Xid};
+use walcast_pgoutput::message::{self, Oid, OldTuple, Relation, TupleData, Xid};
 use walcast_pgoutput::relation::RelationCache;
 use walcast_pgoutput::value::{base64, tuple_to_json};
 
@@ -56,6 +59,23 @@ pub struct Change {
     pub old: Option<Map<String, Value>>,
     /// Columns of `new` whose (TOASTed) value did not change and was not sent.
     pub unchanged_toast: Vec<String>,
+    /// The row as the server sent it, instead of `new`/`old`/`unchanged_toast`,
+    /// when [`crate::ChangeStreamConfig::raw_rows`] is set (row changes only).
+    #[serde(skip)]
+    pub raw: Option<RawRow>,
+}
+
+/// A row change as the server sent it: the table's schema and the text-format
+/// tuples, undecoded. For callers that read a few columns, or need a value's
+/// exact text (a `jsonb` payload keeps its text instead of being re-serialized).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRow {
+    /// The table, as announced by the latest Relation message for it.
+    pub relation: Arc<Relation>,
+    /// The row after the change (insert, update).
+    pub new: Option<TupleData>,
+    /// The row before the change when the server sent one (update, delete).
+    pub old: Option<OldTuple>,
 }
 
 /// Start of a transaction.
@@ -83,6 +103,9 @@ pub struct TxnCommit {
 }
 
 /// What [`crate::ChangeStream::next`] yields, in WAL order.
+// A Change is moved once, from the stream's queue to the caller; boxing it would cost an
+// allocation per row for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A transaction starts; its changes follow.
@@ -112,6 +135,7 @@ impl Event {
 pub(crate) struct Txn {
     pub(crate) xid: Xid,
     pub(crate) commit_lsn: Lsn,
+    /// Commit time as sent in Begin (µs since 2000-01-01).
     pub(crate) commit_ts: String,
 }
 
@@ -136,6 +160,7 @@ impl Txn {
             new: None,
             old: None,
             unchanged_toast: Vec::new(),
+            raw: None,
         }
     }
 }
@@ -170,6 +195,37 @@ pub(crate) fn row_change(
     if let Some(old) = old {
         c.old = Some(old_row(rel, old)?);
     }
+    Ok(Some(c))
+}
+
+/// Like [`row_change`], leaving the tuples undecoded (in [`Change::raw`]);
+/// the message is consumed so its values are moved, not copied.
+pub(crate) fn raw_row_change(
+    txn: &Txn,
+    lsn: Lsn,
+    relations: &HashMap<Oid, Arc<Relation>>,
+    msg: message::LogicalMessage,
+) -> Result<Option<Change>> {
+    use message::LogicalMessage as M;
+    let (op, oid, new, old) = match msg {
+        M::Insert(i) => (Op::Insert, i.relation_oid, Some(i.new), None),
+        M::Update(u) => (Op::Update, u.relation_oid, Some(u.new), u.old),
+        M::Delete(d) => (Op::Delete, d.relation_oid, None, Some(d.old)),
+        _ => return Ok(None),
+    };
+    let relation = relations.get(&oid).ok_or_else(|| {
+        Error::Protocol(format!(
+            "change for relation {oid} before its Relation message"
+        ))
+    })?;
+    let mut c = txn.change(op, lsn);
+    c.schema = Some(relation.namespace.clone());
+    c.table = Some(relation.name.clone());
+    c.raw = Some(RawRow {
+        relation: Arc::clone(relation),
+        new,
+        old,
+    });
     Ok(Some(c))
 }
 
@@ -220,6 +276,7 @@ pub(crate) fn message_change(txn: Option<&Txn>, lsn: Lsn, m: &message::Message) 
             new: None,
             old: None,
             unchanged_toast: Vec::new(),
+            raw: None,
         },
     };
     let mut body = Map::new();

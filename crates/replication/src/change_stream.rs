@@ -28,20 +28,26 @@
 //! confirmed (by its commit end LSN) is never repeated, and one it did not
 //! confirm is delivered again from its Begin. The progress rules are in
 //! [`crate::progress`].
+//!
+//! [`ChangeStream::next`] may be cancelled at any await point (a caller
+//! `select!`s it against its own work, e.g. acknowledgements to confirm):
+//! the backoff schedule of a reconnection in progress is kept in the stream,
+//! so a cancelled wait resumes where it was instead of starting over.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use walcast_pgoutput::Lsn;
 use walcast_pgoutput::format_pg_micros;
-use walcast_pgoutput::message::{Decoder, LogicalMessage};
+use walcast_pgoutput::message::{Decoder, LogicalMessage, Oid, Relation};
 use walcast_pgoutput::relation::RelationCache;
 use walcast_pgoutput::replication::XLogData;
 
 use crate::backoff::Backoff;
 use crate::change::{
-    Event, Txn, TxnBegin, TxnCommit, message_change, row_change, truncate_changes,
+    Event, Txn, TxnBegin, TxnCommit, message_change, raw_row_change, row_change, truncate_changes,
 };
 use crate::config::ConnectConfig;
 use crate::connection::{ReplicationConnection, StartOptions, validate_slot_name};
@@ -74,6 +80,9 @@ pub struct ChangeStreamConfig {
     pub status_interval: Duration,
     /// Reconnection schedule.
     pub backoff: Backoff,
+    /// Hand out row changes undecoded, in [`crate::Change::raw`], instead of
+    /// as JSON in `new`/`old` (cheaper, and values keep their exact text).
+    pub raw_rows: bool,
 }
 
 impl ChangeStreamConfig {
@@ -93,6 +102,7 @@ impl ChangeStreamConfig {
             proto_version: 2,
             status_interval: DEFAULT_STATUS_INTERVAL,
             backoff: Backoff::default(),
+            raw_rows: false,
         }
     }
 }
@@ -105,11 +115,25 @@ pub struct ChangeStream {
     stream: Option<FeedbackStream>,
     decoder: Decoder,
     relations: RelationCache,
+    /// The same schemas, shared with the changes handed out (`raw_rows` only).
+    raw_relations: HashMap<Oid, Arc<Relation>>,
     txn: Option<Txn>,
     skipping: bool,
     queue: VecDeque<Event>,
     confirmed: Lsn,
     resume: Lsn,
+    retry: Retry,
+}
+
+/// A reconnection in progress; kept across cancelled calls of `next`.
+#[derive(Debug, Default)]
+struct Retry {
+    /// Failed attempts so far.
+    attempt: u32,
+    /// When the next attempt is due, once scheduled.
+    at: Option<tokio::time::Instant>,
+    /// Why we are reconnecting (returned if the backoff gives up).
+    cause: Option<Error>,
 }
 
 impl ChangeStream {
@@ -139,10 +163,12 @@ impl ChangeStream {
             facts,
             stream: None,
             relations: RelationCache::new(),
+            raw_relations: HashMap::new(),
             txn: None,
             skipping: false,
             queue: VecDeque::new(),
             resume: Lsn::ZERO,
+            retry: Retry::default(),
         };
         cs.stream = Some(cs.open().await?);
         Ok(cs)
@@ -151,23 +177,21 @@ impl ChangeStream {
     /// The next event. Lost connections are re-established (see the module
     /// docs); an error here is unretryable, or the backoff gave up.
     ///
-    /// Cancel safe between events.
+    /// Cancel safe: no event is lost or repeated by dropping the future, and
+    /// a reconnection in progress keeps its schedule (see the module docs).
     pub async fn next(&mut self) -> Result<Event> {
         loop {
             if let Some(ev) = self.queue.pop_front() {
                 return Ok(ev);
             }
-            let result = match self.stream.as_mut() {
-                Some(s) => s.next().await,
-                None => Err(Error::Closed("streaming replication")),
+            let Some(stream) = self.stream.as_mut() else {
+                self.reconnect().await?;
+                continue;
             };
-            match result {
+            match stream.next().await {
                 Ok(Some(x)) => self.handle(x)?,
-                Ok(None) => {
-                    self.reconnect(Error::Closed("streaming replication"))
-                        .await?
-                }
-                Err(e) if e.is_retryable() => self.reconnect(e).await?,
+                Ok(None) => self.lost(Error::Closed("streaming replication")),
+                Err(e) if e.is_retryable() => self.lost(e),
                 Err(e) => return Err(e),
             }
         }
@@ -242,33 +266,53 @@ impl ChangeStream {
         self.resume = resume;
         self.decoder = Decoder::new(cfg.proto_version);
         self.relations = RelationCache::new();
+        self.raw_relations.clear();
         self.txn = None;
         self.skipping = false;
         info!(slot = %cfg.slot, publication = %cfg.publication, %resume, pid = raw.backend_pid(), "streaming changes");
         Ok(FeedbackStream::new(raw, resume, cfg.status_interval))
     }
 
-    async fn reconnect(&mut self, cause: Error) -> Result<()> {
-        if let Some(s) = self.stream.take() {
-            drop(s);
-        }
+    /// The connection broke: drop it and start a reconnection schedule.
+    fn lost(&mut self, cause: Error) {
+        self.stream = None;
         warn!(error = %cause, confirmed = %self.confirmed, "replication connection lost; reconnecting");
-        let mut cause = cause;
-        let mut attempt = 0;
+        self.retry = Retry {
+            cause: Some(cause),
+            ..Retry::default()
+        };
+    }
+
+    /// Waits for the next attempt and makes it, until one succeeds. Every
+    /// step is recorded in `self.retry` first, so cancelling this future
+    /// loses nothing.
+    async fn reconnect(&mut self) -> Result<()> {
         loop {
-            let Some(delay) = self.config.backoff.delay(attempt) else {
-                return Err(cause);
+            let at = match self.retry.at {
+                Some(at) => at,
+                None => {
+                    let Some(delay) = self.config.backoff.delay(self.retry.attempt) else {
+                        return Err(self
+                            .retry
+                            .cause
+                            .take()
+                            .unwrap_or(Error::Closed("streaming replication")));
+                    };
+                    *self.retry.at.insert(tokio::time::Instant::now() + delay)
+                }
             };
-            tokio::time::sleep(delay).await;
-            attempt += 1;
+            tokio::time::sleep_until(at).await;
             match self.open().await {
                 Ok(s) => {
                     self.stream = Some(s);
+                    self.retry = Retry::default();
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() => {
-                    debug!(error = %e, attempt, "reconnect failed");
-                    cause = e;
+                    self.retry.attempt += 1;
+                    self.retry.at = None;
+                    debug!(error = %e, attempt = self.retry.attempt, "reconnect failed");
+                    self.retry.cause = Some(e);
                 }
                 Err(e) => return Err(e),
             }
@@ -305,15 +349,23 @@ impl ChangeStream {
                 }
             }
             LogicalMessage::Relation(r) => {
+                if self.config.raw_rows {
+                    self.raw_relations.insert(r.oid, Arc::new(r.clone()));
+                }
                 self.relations.insert(r);
             }
-            ref m @ (LogicalMessage::Insert(_)
+            m @ (LogicalMessage::Insert(_)
             | LogicalMessage::Update(_)
             | LogicalMessage::Delete(_)) => {
                 let txn = self.txn.as_ref().ok_or_else(|| outside_txn("row change"))?;
-                if !self.skipping
-                    && let Some(c) = row_change(txn, lsn, &self.relations, m)?
-                {
+                let change = if self.skipping {
+                    None
+                } else if self.config.raw_rows {
+                    raw_row_change(txn, lsn, &self.raw_relations, m)?
+                } else {
+                    row_change(txn, lsn, &self.relations, &m)?
+                };
+                if let Some(c) = change {
                     self.queue.push_back(Event::Change(c));
                 }
             }

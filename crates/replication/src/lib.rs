@@ -63,7 +63,7 @@ mod transport;
 mod wire;
 
 pub use backoff::Backoff;
-pub use change::{Change, Event, Op, TxnBegin, TxnCommit};
+pub use change::{Change, Event, Op, RawRow, TxnBegin, TxnCommit};
 pub use change_stream::{ChangeStream, ChangeStreamConfig};
 pub use config::{ConnectConfig, Host, SslMode};
 pub use connection::{
