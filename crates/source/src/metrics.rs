@@ -1,0 +1,56 @@
+//! Metric names of the source (Prometheus conventions) and the handles the pipeline updates.
+
+use walcast_telemetry::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+
+pub const EVENTS_PUBLISHED: &str = "walcast_source_events_published_total";
+pub const BYTES_PUBLISHED: &str = "walcast_source_bytes_published_total";
+pub const EVENTS_ROUTED: &str = "walcast_source_events_routed_total";
+pub const DEAD_LETTERS: &str = "walcast_source_dead_letters_total";
+pub const DELIVERY_ERRORS: &str = "walcast_source_delivery_errors_total";
+pub const KAFKA_ERRORS: &str = "walcast_source_kafka_errors_total";
+pub const SKIPPED: &str = "walcast_source_changes_skipped_total";
+pub const RESTARTS: &str = "walcast_source_restarts_total";
+pub const HEARTBEATS: &str = "walcast_source_heartbeats_total";
+pub const IN_FLIGHT: &str = "walcast_source_in_flight_records";
+pub const SLOT_LAG: &str = "walcast_source_slot_lag_bytes";
+pub const CONFIRMED_LSN: &str = "walcast_source_confirmed_lsn";
+pub const COMMIT_TO_ACK: &str = "walcast_source_commit_to_ack_seconds";
+
+/// Every metric of the source.
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    pub events_published: Counter,
+    pub bytes_published: Counter,
+    pub events_routed: Counter,
+    pub dead_letters: Counter,
+    pub delivery_errors: Counter,
+    pub kafka_errors: Counter,
+    pub skipped: Counter,
+    pub restarts: Counter,
+    pub heartbeats: Counter,
+    pub in_flight: Gauge,
+    pub slot_lag: Gauge,
+    pub confirmed_lsn: Gauge,
+    pub commit_to_ack: Histogram,
+}
+
+impl SourceMetrics {
+    pub fn new(registry: &Registry, slot: &str) -> SourceMetrics {
+        let l = &[("slot", slot)];
+        SourceMetrics {
+            events_published: registry.counter(EVENTS_PUBLISHED, "Outbox events acknowledged by the broker.", l),
+            bytes_published: registry.counter(BYTES_PUBLISHED, "Key, value and header bytes of the events acknowledged by the broker.", l),
+            events_routed: registry.counter(EVENTS_ROUTED, "Outbox events routed (produced, or discarded with --discard).", l),
+            dead_letters: registry.counter(DEAD_LETTERS, "Rows and records sent to the dead-letter topic and acknowledged.", l),
+            delivery_errors: registry.counter(DELIVERY_ERRORS, "Records the broker refused (too large: dead-lettered; otherwise the source restarts).", l),
+            kafka_errors: registry.counter(KAFKA_ERRORS, "Errors reported by the Kafka client (broker unreachable, ...); deliveries are retried.", l),
+            skipped: registry.counter(SKIPPED, "Changes that are not events: other tables, UPDATE/DELETE/TRUNCATE of the outbox.", l),
+            restarts: registry.counter(RESTARTS, "Times the source started over from the confirmed LSN after a retryable error.", l),
+            heartbeats: registry.counter(HEARTBEATS, "Heartbeat messages written with pg_logical_emit_message.", l),
+            in_flight: registry.gauge(IN_FLIGHT, "Records produced and not yet acknowledged.", l),
+            slot_lag: registry.gauge(SLOT_LAG, "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn, in bytes.", l),
+            confirmed_lsn: registry.gauge(CONFIRMED_LSN, "Last LSN confirmed to Postgres, as a number.", l),
+            commit_to_ack: registry.histogram(COMMIT_TO_ACK, "Time from a transaction's commit to the broker's acknowledgement of its events.", l, LATENCY_BUCKETS),
+        }
+    }
+}

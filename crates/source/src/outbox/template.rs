@@ -1,0 +1,154 @@
+//! Topic names: fixed (`catalog.events`) or a template over outbox columns
+//! (`outbox.event.{event_type}`, like Debezium's `route.topic.replacement`).
+
+/// A parsed `[kafka] topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Column(String),
+}
+
+/// Kafka's limit on topic name length.
+const MAX_TOPIC_LEN: usize = 249;
+
+impl TopicTemplate {
+    /// Parses a topic name or template; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<TopicTemplate, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
+            }
+            let Some(close) = rest[open..].find('}') else {
+                return Err(format!("'{s}' has a '{{' without a matching '}}'"));
+            };
+            let column = &rest[open + 1..open + close];
+            if column.is_empty() || column.contains('{') {
+                return Err(format!(
+                    "'{s}' has an empty or nested placeholder; write {{column}}"
+                ));
+            }
+            parts.push(Part::Column(column.to_owned()));
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("'{s}' has a '}}' without a matching '{{'"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
+        }
+        let template = TopicTemplate { parts };
+        for part in &template.parts {
+            if let Part::Literal(l) = part
+                && let Some(c) = l.chars().find(|c| !valid_topic_char(*c))
+            {
+                return Err(format!(
+                    "'{s}' contains '{c}'; topic names may only contain letters, digits, '.', '_' and '-'"
+                ));
+            }
+        }
+        if template.is_fixed() {
+            check_topic_name(s)?;
+        }
+        Ok(template)
+    }
+
+    /// No placeholders: every event goes to the same topic.
+    pub fn is_fixed(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
+    /// The columns the template reads.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Column(c) => Some(c.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// The topic for a row; `value` gives a column's text (`None`: null). The error names the
+    /// problem (a null column, or a value that makes an invalid topic name).
+    pub fn render<'a>(
+        &self,
+        mut value: impl FnMut(&str) -> Option<&'a str>,
+    ) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Column(c) => match value(c) {
+                    Some(v) => out.push_str(v),
+                    None => return Err(format!("topic template column \"{c}\" is null")),
+                },
+            }
+        }
+        check_topic_name(&out).map(|()| out)
+    }
+}
+
+/// Kafka's rules for a topic name.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("'{name}' is not a valid topic name"));
+    }
+    if name.len() > MAX_TOPIC_LEN {
+        return Err(format!(
+            "topic name '{}…' is longer than {MAX_TOPIC_LEN} characters",
+            &name[..40.min(name.len())]
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !valid_topic_char(*c)) {
+        return Err(format!(
+            "topic name '{name}' contains '{c}'; topic names may only contain letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn valid_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_topic() {
+        let t = TopicTemplate::parse("catalog.events").unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.is_fixed());
+        assert_eq!(t.render(|_| None), Ok("catalog.events".to_owned()));
+    }
+
+    #[test]
+    fn template_over_columns() {
+        let t = TopicTemplate::parse("outbox.event.{event_type}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!t.is_fixed());
+        assert_eq!(t.columns().collect::<Vec<_>>(), ["event_type"]);
+        assert_eq!(
+            t.render(|c| (c == "event_type").then_some("ProductCreated")),
+            Ok("outbox.event.ProductCreated".to_owned())
+        );
+        assert!(t.render(|_| None).unwrap_err().contains("is null"));
+        assert!(
+            t.render(|_| Some("bad type!"))
+                .unwrap_err()
+                .contains("contains ' '")
+        );
+    }
+
+    #[test]
+    fn bad_templates() {
+        for bad in ["a.{b", "a}", "a.{}", "a b", "", "..", "x/{y}"] {
+            assert!(TopicTemplate::parse(bad).is_err(), "{bad}");
+        }
+        assert!(check_topic_name(&"x".repeat(250)).is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! The loop of a running source: read changes, route them, produce records, and confirm what
+//! the broker acknowledged.
+//!
+//! ```text
+//!             ┌──────────── select! (one task) ─────────────┐
+//!  slot ──▶ ChangeStream::next ─▶ Router ─▶ Producer::send ─┼─▶ librdkafka ─▶ broker
+//!   ▲          (only while in flight < max)     │ Ledger    │        │
+//!   │                                           ▼           │        ▼ delivery callback
+//!   └─ confirm(end LSN) ◀── Ledger::take ◀── acks channel ◀─┼────────┘
+//!                           tick (1 s): status, stall log   │
+//!             └──────────────────────────────────────────────┘
+//! ```
+//!
+//! One task owns the [`ChangeStream`] and `select!`s its `next()` against acknowledgements,
+//! so the confirmed position reaches Postgres while the source waits for WAL, and standby
+//! status updates keep flowing while it waits for the broker (`next()` is cancel safe).
+//! When is an LSN confirmed: see [`crate::ledger`].
+//!
+//! # Bounded memory
+//!
+//! At most `max_in_flight` records and `max_in_flight_bytes` bytes are produced and not yet
+//! acknowledged; beyond that the loop stops reading the slot and only waits for
+//! acknowledgements. A transaction is never buffered: its changes are produced as they
+//! arrive, so a 1,000,000-row backlog or transaction costs no more memory than the bounds.
+//!
+//! # Shutdown
+//!
+//! When `stop` turns true the loop finishes the transaction it is in (so nothing of it is
+//! produced twice), waits for every acknowledgement (at most `shutdown_timeout_secs`),
+//! confirms, and ends streaming with a final status update.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+use walcast_replication::{ChangeStream, Event};
+use walcast_telemetry::admin::Health;
+
+use crate::config::SourceConfig;
+use crate::error::{Error, Result};
+use crate::ledger::{Ledger, TxnId};
+use crate::metrics::SourceMetrics;
+use crate::outbox::{Letter, Routed, Router};
+use crate::producer::{Ack, Meta, Producer};
+use crate::record::{Record, RecordKind, TxnMeta};
+use crate::topic::{TopicAdmin, TopicSpec};
+
+/// How long without any acknowledgement, with records outstanding, before the source says
+/// the broker is not keeping up (and logs the slot lag).
+const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// Where records go: a producer, or nowhere (`--discard`).
+pub(crate) enum Sink {
+    Kafka {
+        producer: Producer,
+        admin: TopicAdmin,
+    },
+    /// Decode and route only; nothing is produced and nothing is confirmed.
+    Discard,
+}
+
+/// One run of the loop, from a freshly started [`ChangeStream`].
+pub(crate) struct Pipeline {
+    config: Arc<SourceConfig>,
+    changes: ChangeStream,
+    router: Router,
+    sink: Sink,
+    acks_rx: mpsc::UnboundedReceiver<Ack>,
+    /// Keeps the channel open in discard mode (no producer holds a sender).
+    _acks_tx: mpsc::UnboundedSender<Ack>,
+    ledger: Ledger,
+    txn: Option<(TxnId, TxnMeta)>,
+    /// Dead letters for records the broker refused, to produce before reading on.
+    refused: VecDeque<(TxnId, Record)>,
+    known_topics: HashSet<Arc<str>>,
+    in_flight: usize,
+    in_flight_bytes: usize,
+    last_progress: Instant,
+    last_stall_log: Option<Instant>,
+    metrics: SourceMetrics,
+    health: Health,
+}
+
+impl Pipeline {
+    pub(crate) fn new(
+        config: Arc<SourceConfig>,
+        changes: ChangeStream,
+        sink: Sink,
+        acks: (mpsc::UnboundedSender<Ack>, mpsc::UnboundedReceiver<Ack>),
+        known_topics: HashSet<Arc<str>>,
+        metrics: SourceMetrics,
+        health: Health,
+    ) -> Pipeline {
+        let start = changes.confirmed();
+        Pipeline {
+            router: Router::new(&config),
+            config,
+            changes,
+            sink,
+            acks_rx: acks.1,
+            _acks_tx: acks.0,
+            ledger: Ledger::new(start),
+            txn: None,
+            refused: VecDeque::new(),
+            known_topics,
+            in_flight: 0,
+            in_flight_bytes: 0,
+            last_progress: Instant::now(),
+            last_stall_log: None,
+            metrics,
+            health,
+        }
+    }
+
+    /// Runs until `stop` turns true (then drains and returns `Ok`) or an error.
+    pub(crate) async fn run(mut self, stop: &mut watch::Receiver<bool>) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut acks = Vec::with_capacity(1024);
+        let max_records = self.config.kafka.max_in_flight;
+        let max_bytes = self.config.kafka.max_in_flight_bytes;
+        loop {
+            while let Some((txn, record)) = self.refused.pop_front() {
+                self.produce(txn, record, false).await?;
+            }
+            let stopping = deadline.is_some();
+            if stopping && !self.ledger.in_transaction() && self.in_flight == 0 {
+                break;
+            }
+            let can_read = (!stopping || self.ledger.in_transaction())
+                && self.in_flight < max_records
+                && self.in_flight_bytes < max_bytes;
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    info!(in_flight = self.in_flight, "stopping: finishing the current transaction and waiting for acknowledgements");
+                    let timeout = Duration::from_secs(self.config.kafka.shutdown_timeout_secs);
+                    deadline = Some(tokio::time::Instant::now() + timeout);
+                }
+                () = sleep_until(deadline), if stopping => {
+                    warn!(unacknowledged = self.in_flight, "shutdown timeout: records not acknowledged are produced again after the next start");
+                    break;
+                }
+                _ = self.acks_rx.recv_many(&mut acks, 1024) => {
+                    for ack in acks.drain(..) {
+                        self.on_ack(ack)?;
+                    }
+                    self.confirm().await?;
+                }
+                event = self.changes.next(), if can_read => {
+                    self.on_event(event?).await?;
+                }
+                _ = tick.tick() => self.on_tick().await?,
+            }
+        }
+        self.confirm().await?;
+        info!(confirmed = %self.ledger.confirmable(), "stopped; confirmed position reported");
+        self.changes.close().await?;
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Begin(b) => {
+                let id = self.ledger.begin();
+                self.txn = Some((id, TxnMeta::new(&b)));
+            }
+            Event::Commit(c) => {
+                if let Some((id, _)) = self.txn.take() {
+                    self.ledger.commit(id, c.end_lsn);
+                }
+                self.confirm().await?;
+            }
+            Event::Change(change) => {
+                let Some((id, meta)) = &self.txn else {
+                    // A non-transactional logical message (the heartbeat): nothing to deliver.
+                    self.ledger.message(change.commit_lsn);
+                    return self.confirm().await;
+                };
+                let id = *id;
+                match self.router.route(&change, meta)? {
+                    Routed::Event(record) => self.produce(id, record, true).await?,
+                    Routed::DeadLetter(record) => {
+                        warn!(
+                            lsn = %record.lsn,
+                            kind = header_text(&record, crate::record::ERROR_KIND),
+                            error = header_text(&record, crate::record::ERROR),
+                            topic = %record.topic,
+                            "outbox row sent to the dead-letter topic"
+                        );
+                        self.produce(id, record, true).await?;
+                    }
+                    Routed::Skipped(_) => self.metrics.skipped.inc(),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `record` to the producer (`counted`: not yet counted in the ledger).
+    async fn produce(&mut self, txn: TxnId, record: Record, counted: bool) -> Result<()> {
+        if record.kind == RecordKind::Event {
+            self.metrics.events_routed.inc();
+        }
+        let Sink::Kafka { admin, .. } = &self.sink else {
+            // Discard: as if acknowledged at once; nothing is ever confirmed.
+            if counted {
+                self.ledger.produced(txn);
+            }
+            self.ledger.acknowledged(txn);
+            return Ok(());
+        };
+        if !self.known_topics.contains(&record.topic) {
+            let spec = TopicSpec {
+                partitions: self.config.kafka.partitions,
+                replication_factor: self.config.kafka.replication_factor,
+            };
+            if self.config.kafka.create_topics {
+                admin.ensure_topic(&record.topic, spec, true).await?;
+            } else {
+                admin.check(&record.topic, spec, true).await?;
+            }
+            self.known_topics.insert(record.topic.clone());
+        }
+        let bytes = record.size();
+        let mut meta = Box::new(Meta {
+            txn,
+            kind: record.kind,
+            bytes,
+            commit_ms: record.timestamp_ms,
+            lsn: record.lsn,
+        });
+        loop {
+            let Sink::Kafka { producer, .. } = &self.sink else {
+                return Ok(());
+            };
+            match producer.send(&record, meta) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
+                    meta = m;
+                    // librdkafka's queue is larger than our bounds, so this is rare: wait
+                    // for acknowledgements and try again.
+                    let mut acks = Vec::new();
+                    self.acks_rx.recv_many(&mut acks, 1024).await;
+                    for ack in acks {
+                        self.on_ack(ack)?;
+                    }
+                }
+                Err((
+                    error @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                    _,
+                )) if record.kind == RecordKind::Event => {
+                    self.metrics.delivery_errors.inc();
+                    let letter = too_large(&record, &error);
+                    let dead = self.router.dead_letters().record(letter);
+                    return Box::pin(self.produce(txn, dead, counted)).await;
+                }
+                Err((source, _)) => {
+                    return Err(Error::Delivery {
+                        topic: record.topic.to_string(),
+                        lsn: record.lsn,
+                        source,
+                    });
+                }
+            }
+        }
+        if counted {
+            self.ledger.produced(txn);
+        }
+        self.in_flight += 1;
+        self.in_flight_bytes += bytes;
+        self.metrics.in_flight.set(self.in_flight as f64);
+        Ok(())
+    }
+
+    fn on_ack(&mut self, ack: Ack) -> Result<()> {
+        let Ack { meta, result } = ack;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(meta.bytes);
+        self.metrics.in_flight.set(self.in_flight as f64);
+        self.last_progress = Instant::now();
+        match result {
+            Ok(()) => {
+                match meta.kind {
+                    RecordKind::Event => {
+                        self.metrics.events_published.inc();
+                        self.metrics.bytes_published.inc_by(meta.bytes as u64);
+                        let latency = (unix_millis() - meta.commit_ms).max(0) as f64 / 1000.0;
+                        self.metrics.commit_to_ack.observe(latency);
+                    }
+                    RecordKind::DeadLetter => self.metrics.dead_letters.inc(),
+                }
+                self.ledger.acknowledged(meta.txn);
+            }
+            Err(refused) => {
+                self.metrics.delivery_errors.inc();
+                let too_big = matches!(
+                    refused.error,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+                        | KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessageSize)
+                );
+                if !too_big || meta.kind == RecordKind::DeadLetter {
+                    return Err(Error::Delivery {
+                        topic: refused.topic,
+                        lsn: meta.lsn,
+                        source: refused.error,
+                    });
+                }
+                warn!(lsn = %meta.lsn, topic = %refused.topic, error = %refused.error, "the broker refused an event as too large; sending it to the dead-letter topic");
+                let letter = Letter {
+                    kind: "payload_too_large",
+                    error: format!(
+                        "the broker refused the record: {}; the payload is left out here, read it from the outbox row by its id (or raise the topic's max.message.bytes)",
+                        refused.error
+                    ),
+                    headers: refused.headers,
+                    key: refused.key,
+                    value: None,
+                    original_topic: Some(Arc::from(refused.topic.as_str())),
+                    lsn: meta.lsn,
+                    timestamp_ms: meta.commit_ms,
+                };
+                let dead = self.router.dead_letters().record(letter);
+                // The dead letter takes the refused record's place in the ledger.
+                self.refused.push_back((meta.txn, dead));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports the confirmable LSN, if it moved (never in discard mode).
+    async fn confirm(&mut self) -> Result<()> {
+        if matches!(self.sink, Sink::Discard) {
+            return Ok(());
+        }
+        if let Some(lsn) = self.ledger.take() {
+            self.changes.confirm(lsn).await?;
+            self.metrics.confirmed_lsn.set(lsn.0 as f64);
+        }
+        Ok(())
+    }
+
+    /// Once a second: let status updates go out while blocked, and watch for a stalled broker.
+    async fn on_tick(&mut self) -> Result<()> {
+        if !matches!(self.sink, Sink::Discard) {
+            // Sends a standby status update if one is due, even while reading is paused.
+            let at = self.ledger.confirmable();
+            self.changes.confirm(at).await?;
+        }
+        let stalled = self.in_flight > 0 && self.last_progress.elapsed() >= STALL_AFTER;
+        if stalled {
+            let waited = self.last_progress.elapsed().as_secs();
+            self.health.set(
+                false,
+                &format!(
+                    "Kafka has acknowledged nothing for {waited} s; {} records outstanding",
+                    self.in_flight
+                ),
+            );
+            if self
+                .last_stall_log
+                .is_none_or(|t| t.elapsed() >= STALL_AFTER)
+            {
+                self.last_stall_log = Some(Instant::now());
+                warn!(
+                    slot_lag_bytes = self.metrics.slot_lag.get(),
+                    unacknowledged = self.in_flight,
+                    waiting_secs = waited,
+                    confirmed = %self.ledger.confirmable(),
+                    "Kafka is not acknowledging; retrying, nothing is confirmed past the last acknowledged event and the slot lag grows"
+                );
+            }
+        } else {
+            if self.last_stall_log.take().is_some() {
+                info!(confirmed = %self.ledger.confirmable(), "Kafka acknowledges again");
+            }
+            self.health.set(
+                true,
+                &format!("streaming; confirmed {}", self.ledger.confirmable()),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn too_large(record: &Record, error: &KafkaError) -> Letter {
+    Letter {
+        kind: "payload_too_large",
+        error: format!(
+            "the producer refused the record ({} bytes): {error}; the payload is left out here, read it from the outbox row by its id",
+            record.size()
+        ),
+        headers: record.headers.clone(),
+        key: record.key.clone(),
+        value: None,
+        original_topic: Some(record.topic.clone()),
+        lsn: record.lsn,
+        timestamp_ms: record.timestamp_ms,
+    }
+}
+
+fn header_text<'a>(record: &'a Record, name: &str) -> &'a str {
+    record
+        .header(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or("")
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

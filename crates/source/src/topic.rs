@@ -1,0 +1,189 @@
+//! Topic management: create a topic if missing with the configured partitions and
+//! replication factor; if it exists with other settings, say so and refuse to start (the
+//! partition count decides which partition an aggregate's events go to, so it must not
+//! change under a running system). The CLI's `walcast topic create` uses the same function.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+/// What a topic should look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// What [`ensure_topic`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    /// The topic was created now.
+    Created,
+    /// The topic existed with the expected settings.
+    Exists,
+}
+
+/// The layout of an existing topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLayout {
+    pub partitions: i32,
+    /// Replicas of the first partition.
+    pub replication_factor: i32,
+}
+
+/// Talks to the cluster about topics.
+pub struct TopicAdmin {
+    brokers: String,
+    config: ClientConfig,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl std::fmt::Debug for TopicAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicAdmin")
+            .field("brokers", &self.brokers)
+            .finish()
+    }
+}
+
+impl TopicAdmin {
+    /// An admin client for `brokers` with extra librdkafka `properties` (security settings).
+    pub fn new(brokers: &str, properties: &BTreeMap<String, String>) -> Result<TopicAdmin> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        let admin = config
+            .create()
+            .map_err(Error::kafka("creating an admin client"))?;
+        Ok(TopicAdmin {
+            brokers: brokers.to_owned(),
+            config,
+            admin,
+        })
+    }
+
+    /// Creates `topic` if it does not exist. With `strict`, an existing topic with another
+    /// partition count or replication factor is an [`Error::Topic`] naming both and the fix;
+    /// without, it is accepted as it is (dead-letter topics).
+    pub async fn ensure_topic(
+        &self,
+        topic: &str,
+        spec: TopicSpec,
+        strict: bool,
+    ) -> Result<TopicState> {
+        let new = NewTopic::new(
+            topic,
+            spec.partitions,
+            TopicReplication::Fixed(spec.replication_factor),
+        );
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(15)));
+        let results = self
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(Error::kafka(format!(
+                "creating topic {topic} on {} (is the broker running?)",
+                self.brokers
+            )))?;
+        for r in results {
+            match r {
+                Ok(_) => {
+                    info!(
+                        topic,
+                        partitions = spec.partitions,
+                        replication_factor = spec.replication_factor,
+                        "topic created"
+                    );
+                    return Ok(TopicState::Created);
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, RDKafkaErrorCode::InvalidReplicationFactor)) => {
+                    return Err(Error::Topic {
+                        topic: topic.to_owned(),
+                        problem: format!(
+                            "cannot be created with replication factor {}: the cluster has fewer brokers; set [kafka] replication_factor to at most the number of brokers",
+                            spec.replication_factor
+                        ),
+                    });
+                }
+                Err((_, code)) => {
+                    return Err(Error::Topic {
+                        topic: topic.to_owned(),
+                        problem: format!(
+                            "cannot be created: {code}; create it by hand (walcast topic create)"
+                        ),
+                    });
+                }
+            }
+        }
+        self.check(topic, spec, strict).await?;
+        Ok(TopicState::Exists)
+    }
+
+    /// Fails unless `topic` exists (and, with `strict`, has the partitions and replication
+    /// factor of `spec`); the error names both and the fix.
+    pub async fn check(&self, topic: &str, spec: TopicSpec, strict: bool) -> Result<TopicLayout> {
+        let layout = self.layout(topic).await?;
+        if strict && layout.partitions != spec.partitions {
+            return Err(Error::Topic {
+                topic: topic.to_owned(),
+                problem: format!(
+                    "exists with {} partitions, not {}; which partition an aggregate's events go to depends on the partition count, so walcast will not change it: set [kafka] partitions = {} or recreate the topic",
+                    layout.partitions, spec.partitions, layout.partitions
+                ),
+            });
+        }
+        if strict && layout.replication_factor != spec.replication_factor {
+            return Err(Error::Topic {
+                topic: topic.to_owned(),
+                problem: format!(
+                    "exists with replication factor {}, not {}: set [kafka] replication_factor = {} or reassign the topic's replicas",
+                    layout.replication_factor, spec.replication_factor, layout.replication_factor
+                ),
+            });
+        }
+        Ok(layout)
+    }
+
+    /// Partitions and replication factor of an existing topic.
+    pub async fn layout(&self, topic: &str) -> Result<TopicLayout> {
+        let config = self.config.clone();
+        let name = topic.to_owned();
+        let found = tokio::task::spawn_blocking(move || -> Result<Option<TopicLayout>> {
+            let consumer: BaseConsumer = config
+                .create()
+                .map_err(Error::kafka("creating a metadata client"))?;
+            let md = consumer
+                .fetch_metadata(Some(&name), Duration::from_secs(10))
+                .map_err(Error::kafka(format!("reading metadata of topic {name}")))?;
+            Ok(md.topics().first().and_then(|t| {
+                let partitions = t.partitions();
+                (!partitions.is_empty()).then(|| TopicLayout {
+                    partitions: partitions.len() as i32,
+                    replication_factor: partitions[0].replicas().len() as i32,
+                })
+            }))
+        })
+        .await
+        .map_err(|e| Error::Topic {
+            topic: topic.to_owned(),
+            problem: format!("metadata lookup failed: {e}"),
+        })??;
+        found.ok_or_else(|| Error::Topic {
+            topic: topic.to_owned(),
+            problem: "does not exist; create it (walcast topic create) or set [kafka] create_topics = true".into(),
+        })
+    }
+}
