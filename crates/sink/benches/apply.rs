@@ -73,6 +73,7 @@ fn main() {
             kafka.create_topic(&topic, 3).await.unwrap();
             publish(&kafka, &topic, &stream).await;
             let sink = run_sink(&kafka, &clusters, &topic, events as i64, max_events).await;
+            println!("{workload:>6}: sink applied {events} events to 4 targets in {:.2} s", sink.as_secs_f64());
             let floor = run_floor(&clusters, &final_rows).await;
             let rate = |d: Duration| events as f64 / d.as_secs_f64();
             println!(
@@ -294,7 +295,7 @@ async fn run_floor(clusters: &[Postgres], rows: &[String]) -> Duration {
                         sql.push(',');
                     }
                     sql.push_str(&format!(
-                        "(${}::uuid, ${}, ${}, ${}, ${}::numeric, ${}, ${}::boolean, ${}, ${}::int, ${}::timestamptz, ${}::timestamptz)",
+                        "(${}::text::uuid, ${}, ${}, ${}, ${}::text::numeric, ${}, ${}::text::boolean, ${}, ${}::text::int, ${}::text::timestamptz, ${}::text::timestamptz)",
                         b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11
                     ));
                     params.extend(row.iter().map(|v| v as &(dyn ToSql + Sync)));

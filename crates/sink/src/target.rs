@@ -106,10 +106,17 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     stopped || *stop.borrow()
 }
 
-/// Connects, applies the schema, reads the stored offsets and seeks.
-async fn sync(ctx: &TargetCtx, source: &Source) -> Result<(Store, Vec<i32>, BTreeMap<i32, i64>)> {
+/// Connects, applies the schema (when asked: its `ALTER TABLE … IF NOT EXISTS` still takes an
+/// exclusive lock, so not on every re-sync), reads the stored offsets and seeks.
+async fn sync(
+    ctx: &TargetCtx,
+    source: &Source,
+    schema: bool,
+) -> Result<(Store, Vec<i32>, BTreeMap<i32, i64>)> {
     let store = Store::connect(&ctx.name, ctx.dsn.expose(), &ctx.group, source.topic()).await?;
-    store.apply_schema(&ctx.schema).await?;
+    if schema {
+        store.apply_schema(&ctx.schema).await?;
+    }
     let stored = store.load_offsets().await?;
     let partitions = source.partitions().await?;
     source.assign(&partitions, &stored)?;
@@ -137,11 +144,13 @@ async fn consume(
     let config = &ctx.config;
     let mut backoff = Backoff::new(config);
     let mut first = true;
+    // After an error the database may be a new one (restored, re-created): apply the schema.
+    let mut need_schema = true;
     // Batches of different partitions commit out of LSN order; the gauge shows the highest.
     let mut max_lsn = 0u64;
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
     'connect: while !*stop.borrow() {
-        let (mut store, mut partitions, mut stored) = match sync(ctx, source).await {
+        let (mut store, mut partitions, mut stored) = match sync(ctx, source, need_schema).await {
             Ok(s) => s,
             Err(e) if first && !e.is_retryable() => return Err(e),
             Err(e) => {
@@ -155,6 +164,7 @@ async fn consume(
             }
         };
         first = false;
+        need_schema = false;
         backoff.reset();
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
         ctx.metrics.up.set(1.0);
@@ -221,7 +231,14 @@ async fn consume(
                     }
                     continue 'connect;
                 }
-                Ok(Outcome::Diverged) => continue 'connect,
+                Ok(Outcome::Diverged) => {
+                    // Someone else moved the offsets (a rebuild just ended, or a second sink on
+                    // this target): re-read them, after a pause so two sinks cannot spin.
+                    if sleep_or_stop(backoff.take(), stop).await {
+                        break 'connect;
+                    }
+                    continue 'connect;
+                }
                 Err(e) => {
                     if e.is_retryable() {
                         warn!(target = %ctx.name, error = %e, "batch failed; reconnecting");
@@ -231,6 +248,7 @@ async fn consume(
                     ctx.readiness.down(&ctx.name, &e.to_string());
                     ctx.metrics.up.set(0.0);
                     ctx.metrics.retries.inc();
+                    need_schema = true;
                     let d = if e.is_retryable() {
                         backoff.take()
                     } else {

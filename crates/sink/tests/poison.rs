@@ -15,9 +15,7 @@ use walcast_testkit::unique_name;
 
 use crate::support::*;
 
-type Raw = (String, Vec<u8>, Vec<(String, String)>);
-
-fn raw(event_type: &str, key: Uuid, value: &[u8]) -> Raw {
+fn raw(event_type: &str, key: Uuid, value: &[u8]) -> RawRecord {
     let headers = vec![
         ("id".to_owned(), Uuid::new_v4().to_string()),
         ("event_type".to_owned(), event_type.to_owned()),

@@ -84,8 +84,11 @@ impl Store {
         group: &str,
         topic: &str,
     ) -> Result<Store> {
-        let mut config: tokio_postgres::Config =
-            dsn.parse().map_err(Error::pg(target, "parsing the dsn"))?;
+        let mut config: tokio_postgres::Config = dsn.parse().map_err(|e| {
+            Error::Config(format!(
+                "target {target}: the dsn does not parse ({e}); fix dsn under [targets.{target}]"
+            ))
+        })?;
         if config.get_application_name().is_none() {
             config.application_name("walcast-sink");
         }

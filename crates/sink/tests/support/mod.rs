@@ -2,7 +2,7 @@
 //! (each test on its own databases), the kit's shared Kafka (each test on its own topic), a
 //! producer that publishes like the source, and a sink run in-process or as a child process.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 pub mod model;
 
@@ -273,8 +273,11 @@ pub async fn produce(topic: &str, events: &[Event], lsn: &mut u64) {
     }
 }
 
-/// Publishes raw records (for poison tests): (key, value, headers).
-pub async fn produce_raw(topic: &str, records: &[(String, Vec<u8>, Vec<(String, String)>)]) {
+/// A raw record: key, value, headers.
+pub type RawRecord = (String, Vec<u8>, Vec<(String, String)>);
+
+/// Publishes raw records (for poison tests).
+pub async fn produce_raw(topic: &str, records: &[RawRecord]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka().bootstrap())
         .set("enable.idempotence", "true")
