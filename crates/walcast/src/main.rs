@@ -1,6 +1,7 @@
 //! The `walcast` command: every service and operator tool behind one binary.
 //! `main` only parses arguments, sets up logging and hands over to a module.
 
+mod app_cmd;
 mod schema;
 mod sink_cmd;
 mod topic;
@@ -29,6 +30,8 @@ enum Command {
     Schema(schema::SchemaArgs),
     /// Create and inspect Kafka topics.
     Topic(topic::TopicArgs),
+    /// Run the catalog app: write API and query API over the read replicas.
+    App(app_cmd::AppArgs),
     /// Run the sink connector (Kafka → read databases), or rebuild one of its targets.
     Sink(sink_cmd::SinkArgs),
     /// Read the write database's WAL (logical replication, pgoutput).
@@ -56,6 +59,7 @@ async fn main() -> std::process::ExitCode {
         Command::Schema(args) => schema::run(args).await,
         Command::Topic(args) => topic::run(args).await,
         Command::Sink(args) => sink_cmd::run(args).await,
+        Command::App(args) => app_cmd::run(args).await,
         Command::Wal {
             command: WalCommand::Tail(args),
         } => wal_tail::run(args).await,
