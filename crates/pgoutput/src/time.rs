@@ -36,6 +36,9 @@ pub fn system_time_from_pg_micros(micros: i64) -> Option<SystemTime> {
 
 /// Formats Postgres-epoch microseconds as ISO 8601 UTC with microsecond
 /// precision, e.g. `2026-11-23T07:49:44.123456Z`. Total over all `i64`.
+///
+/// Runs twice per transaction while streaming, so years 0–9999 are written
+/// digit by digit instead of through `format!`.
 pub fn format_pg_micros(micros: i64) -> String {
     let days = micros.div_euclid(MICROS_PER_DAY);
     let of_day = micros.rem_euclid(MICROS_PER_DAY);
@@ -43,12 +46,36 @@ pub fn format_pg_micros(micros: i64) -> String {
     let (y, m, d) = civil_from_days(days + 10_957);
     let secs = of_day / 1_000_000;
     let frac = of_day % 1_000_000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{frac:06}Z");
+    }
+    let mut out = String::with_capacity(27);
+    push_padded(&mut out, y, 4);
+    out.push('-');
+    push_padded(&mut out, i64::from(m), 2);
+    out.push('-');
+    push_padded(&mut out, i64::from(d), 2);
+    out.push('T');
+    push_padded(&mut out, hh, 2);
+    out.push(':');
+    push_padded(&mut out, mm, 2);
+    out.push(':');
+    push_padded(&mut out, ss, 2);
+    out.push('.');
+    push_padded(&mut out, frac, 6);
+    out.push('Z');
+    out
+}
+
+/// Appends the last `width` decimal digits of `v` (≥ 0), zero-padded.
+fn push_padded(out: &mut String, v: i64, width: u32) {
+    let mut div = 10i64.pow(width - 1);
+    while div > 0 {
+        let digit = (v / div % 10) as u8;
+        out.push(char::from(b'0' + digit));
+        div /= 10;
+    }
 }
 
 /// Proleptic Gregorian (year, month, day) for days since 1970-01-01
@@ -102,6 +129,23 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        // Years -1 to 10000: the digit-by-digit path and both sides of its edges.
+        fn digit_by_digit_matches_format(m in -63_200_000_000_000_000i64..252_500_000_000_000_000) {
+            let days = m.div_euclid(MICROS_PER_DAY);
+            let of_day = m.rem_euclid(MICROS_PER_DAY);
+            let (y, mo, d) = civil_from_days(days + 10_957);
+            let secs = of_day / 1_000_000;
+            let expected = format!(
+                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60,
+                of_day % 1_000_000
+            );
+            prop_assert_eq!(format_pg_micros(m), expected);
+        }
+
         #[test]
         fn system_time_round_trip(m in -4_000_000_000_000_000i64..4_000_000_000_000_000) {
             if let Some(t) = system_time_from_pg_micros(m) {

@@ -5,6 +5,8 @@
 //! BC`) become astronomical years (`-0043-03-15`); `infinity` and
 //! `-infinity` are kept as they are.
 
+use std::fmt::Write as _;
+
 use crate::error::DecodeError;
 
 const DATE_FORMAT: &str =
@@ -20,8 +22,16 @@ fn is_infinity(s: &str) -> bool {
     s == "infinity" || s == "-infinity"
 }
 
-/// `YYYY-MM-DD` (+ `bc`) to ISO 8601 with an astronomical year.
-fn iso_date(context: &'static str, d: &str, bc: bool) -> Result<String, DecodeError> {
+/// Appends `YYYY-MM-DD` (+ `bc`) as ISO 8601 with an astronomical year.
+///
+/// The converters below build their result in one `String`: they run for
+/// every date/time column of every row, so allocations count.
+fn push_iso_date(
+    out: &mut String,
+    context: &'static str,
+    d: &str,
+    bc: bool,
+) -> Result<(), DecodeError> {
     let err = || DecodeError::invalid(context, 0, DATE_FORMAT);
     let mut parts = d.splitn(3, '-');
     let (Some(y), Some(m), Some(day)) = (parts.next(), parts.next(), parts.next()) else {
@@ -31,14 +41,16 @@ fn iso_date(context: &'static str, d: &str, bc: bool) -> Result<String, DecodeEr
         return Err(err());
     }
     if !bc {
-        return Ok(d.to_owned());
+        out.push_str(d);
+        return Ok(());
     }
     let year: u64 = y.parse().map_err(|_| err())?;
-    match year.checked_sub(1) {
-        Some(0) => Ok(format!("0000-{m}-{day}")),
-        Some(astro) => Ok(format!("-{astro:04}-{m}-{day}")),
-        None => Err(err()),
-    }
+    let written = match year.checked_sub(1) {
+        Some(0) => write!(out, "0000-{m}-{day}"),
+        Some(astro) => write!(out, "-{astro:04}-{m}-{day}"),
+        None => return Err(err()),
+    };
+    written.map_err(|_| err())
 }
 
 fn check_time(context: &'static str, t: &str) -> Result<(), DecodeError> {
@@ -55,20 +67,21 @@ fn check_time(context: &'static str, t: &str) -> Result<(), DecodeError> {
     }
 }
 
-/// `+HH`, `+HH:MM` or `+HH:MM:SS` to `+HH:MM` (`+HH:MM:SS` is kept: ISO 8601
-/// has no seconds in offsets, and Postgres only prints them for pre-1900 LMT).
-fn iso_offset(context: &'static str, o: &str) -> Result<String, DecodeError> {
+/// Appends `+HH`, `+HH:MM` or `+HH:MM:SS` as `+HH:MM` (`+HH:MM:SS` is kept:
+/// ISO 8601 has no seconds in offsets, and Postgres only prints them for
+/// pre-1900 LMT).
+fn push_iso_offset(out: &mut String, context: &'static str, o: &str) -> Result<(), DecodeError> {
     let err = || DecodeError::invalid(context, 0, OFFSET_FORMAT);
     let body = o.strip_prefix(['+', '-']).ok_or_else(err)?;
     let valid = body.split(':').count() <= 3 && body.split(':').all(|p| digits(p, 2, 2));
     if !valid {
         return Err(err());
     }
-    Ok(if body.len() == 2 {
-        format!("{o}:00")
-    } else {
-        o.to_owned()
-    })
+    out.push_str(o);
+    if body.len() == 2 {
+        out.push_str(":00");
+    }
+    Ok(())
 }
 
 /// `time` is already ISO 8601.
@@ -76,12 +89,19 @@ fn split_time_offset(t: &str) -> Option<(&str, &str)> {
     t.find(['+', '-']).map(|i| t.split_at(i))
 }
 
+/// Room for the longest rewrite: `T` for the space and `:00` for an hour-only offset.
+fn with_room(s: &str) -> String {
+    String::with_capacity(s.len() + 4)
+}
+
 pub(crate) fn date(s: &str) -> Result<String, DecodeError> {
     if is_infinity(s) {
         return Ok(s.to_owned());
     }
     let (d, bc) = s.strip_suffix(" BC").map_or((s, false), |d| (d, true));
-    iso_date("date value", d, bc)
+    let mut out = with_room(s);
+    push_iso_date(&mut out, "date value", d, bc)?;
+    Ok(out)
 }
 
 pub(crate) fn time(s: &str) -> Result<String, DecodeError> {
@@ -94,7 +114,10 @@ pub(crate) fn timetz(s: &str) -> Result<String, DecodeError> {
     let (t, o) =
         split_time_offset(s).ok_or_else(|| DecodeError::invalid(CONTEXT, 0, OFFSET_FORMAT))?;
     check_time(CONTEXT, t)?;
-    Ok(format!("{t}{}", iso_offset(CONTEXT, o)?))
+    let mut out = with_room(s);
+    out.push_str(t);
+    push_iso_offset(&mut out, CONTEXT, o)?;
+    Ok(out)
 }
 
 fn timestamp_inner(context: &'static str, s: &str, with_tz: bool) -> Result<String, DecodeError> {
@@ -105,15 +128,20 @@ fn timestamp_inner(context: &'static str, s: &str, with_tz: bool) -> Result<Stri
     let (d, rest) = s.split_once(' ').ok_or_else(|| {
         DecodeError::invalid(context, 0, "'YYYY-MM-DD HH:MM:SS' (set DateStyle=ISO)")
     })?;
-    let date = iso_date(context, d, bc)?;
+    let mut out = with_room(s);
+    push_iso_date(&mut out, context, d, bc)?;
+    out.push('T');
     if !with_tz {
         check_time(context, rest)?;
-        return Ok(format!("{date}T{rest}"));
+        out.push_str(rest);
+        return Ok(out);
     }
     let (t, o) =
         split_time_offset(rest).ok_or_else(|| DecodeError::invalid(context, 0, OFFSET_FORMAT))?;
     check_time(context, t)?;
-    Ok(format!("{date}T{t}{}", iso_offset(context, o)?))
+    out.push_str(t);
+    push_iso_offset(&mut out, context, o)?;
+    Ok(out)
 }
 
 pub(crate) fn timestamp(s: &str) -> Result<String, DecodeError> {
