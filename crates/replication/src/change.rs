@@ -136,6 +136,7 @@ pub(crate) struct Txn {
     pub(crate) xid: Xid,
     pub(crate) commit_lsn: Lsn,
     /// Commit time as sent in Begin (µs since 2000-01-01).
+    pub(crate) commit_time: i64,
     pub(crate) commit_ts: String,
 }
 
@@ -144,7 +145,19 @@ impl Txn {
         Txn {
             xid: b.xid,
             commit_lsn: b.final_lsn,
+            commit_time: b.commit_time,
             commit_ts: format_pg_micros(b.commit_time),
+        }
+    }
+
+    /// The commit time of `Commit` as text: the same instant as Begin's in
+    /// practice, so this transaction's string is reused instead of formatted
+    /// again.
+    pub(crate) fn into_commit_ts(self, commit_time: i64) -> String {
+        if commit_time == self.commit_time {
+            self.commit_ts
+        } else {
+            format_pg_micros(commit_time)
         }
     }
 
@@ -299,6 +312,7 @@ mod tests {
         let txn = Txn {
             xid: 7,
             commit_lsn: Lsn(0x16_B374_D848),
+            commit_time: 0,
             commit_ts: "2026-11-23T07:49:44.123456Z".into(),
         };
         let mut c = txn.change(Op::Update, Lsn(0x16_B374_D000));

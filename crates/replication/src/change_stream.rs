@@ -40,7 +40,6 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use walcast_pgoutput::Lsn;
-use walcast_pgoutput::format_pg_micros;
 use walcast_pgoutput::message::{Decoder, LogicalMessage, Oid, Relation};
 use walcast_pgoutput::relation::RelationCache;
 use walcast_pgoutput::replication::XLogData;
@@ -344,7 +343,7 @@ impl ChangeStream {
                         xid: txn.xid,
                         commit_lsn: c.commit_lsn,
                         end_lsn: c.end_lsn,
-                        commit_ts: format_pg_micros(c.commit_time),
+                        commit_ts: txn.into_commit_ts(c.commit_time),
                     }));
                 }
             }

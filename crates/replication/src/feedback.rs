@@ -40,9 +40,14 @@ impl FeedbackStream {
     /// Cancel safe.
     pub async fn next(&mut self) -> Result<Option<XLogData>> {
         loop {
-            self.send_due().await?;
-            let due = self.progress.next_due(Instant::now());
+            let now = Instant::now();
+            self.send_due(now).await?;
+            let due = self.progress.next_due(now);
+            // `biased`: when a message is already buffered (the common case
+            // while draining a backlog) it is taken without ever arming the
+            // timer, which would cost a timer-wheel insert and removal.
             let msg = tokio::select! {
+                biased;
                 msg = self.raw.recv() => msg?,
                 () = tokio::time::sleep_until(due.into()) => continue,
             };
@@ -65,13 +70,13 @@ impl FeedbackStream {
     /// for which LSN that is. Sends an update if one is due.
     pub async fn confirm(&mut self, lsn: Lsn) -> Result<()> {
         self.progress.confirm(lsn);
-        self.send_due().await
+        self.send_due(Instant::now()).await
     }
 
     /// Sends a status update now.
     pub async fn flush_status(&mut self) -> Result<()> {
         self.progress.force();
-        self.send_due().await
+        self.send_due(Instant::now()).await
     }
 
     /// Highest LSN confirmed by the caller.
@@ -95,9 +100,13 @@ impl FeedbackStream {
         self.raw.close().await
     }
 
-    async fn send_due(&mut self) -> Result<()> {
+    async fn send_due(&mut self, now: Instant) -> Result<()> {
+        // Called once per message: read the wall clock only when sending.
+        if self.progress.next_due(now) > now {
+            return Ok(());
+        }
         let client_time = pg_epoch_micros(SystemTime::now());
-        if let Some(update) = self.progress.poll_update(Instant::now(), client_time) {
+        if let Some(update) = self.progress.poll_update(now, client_time) {
             trace!(write = %update.write, flush = %update.flush, "standby status update");
             self.raw.send_status_update(&update).await?;
         }
