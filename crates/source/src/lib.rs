@@ -131,9 +131,11 @@ impl Source {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            match self.run_once(&mut stop).await {
+            let result = self.run_once(&mut stop).await;
+            let stopping = *stop.borrow();
+            match result {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && !*stop.borrow() => {
+                Err(e) if e.is_retryable() && !stopping => {
                     self.metrics.restarts.inc();
                     if started.elapsed() > Duration::from_secs(60) {
                         attempt = 0;
@@ -144,7 +146,7 @@ impl Source {
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "source stopped on a retryable error; starting over from the confirmed LSN");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        () = stopped(&mut stop) => return Ok(()),
                     }
                 }
                 Err(e) if e.is_retryable() => return Ok(()),
@@ -205,7 +207,7 @@ impl Source {
         cs.status_interval = Duration::from_millis(config.postgres.status_interval_ms);
         cs.backoff = config.backoff();
         let changes = ChangeStream::start(cs).await?;
-        info!(slot = %config.postgres.slot, table = %config.table(), topic = %config.kafka.topic, resume = %changes.confirmed(), "source streaming");
+        info!(slot = %config.postgres.slot, table = %config.table(), topic = %config.kafka.topic, "source streaming");
         self.health.set(true, "streaming");
 
         let (monitor_stop, monitor_rx) = watch::channel(false);
@@ -282,4 +284,10 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Completes once `stop` is true (or its sender is gone). The `watch::Ref` never outlives
+/// this function, which keeps the futures that wait on it `Send`.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }

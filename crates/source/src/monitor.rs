@@ -21,6 +21,7 @@ use walcast_replication::ConnectConfig;
 use walcast_replication::management::connect_sql;
 
 use crate::metrics::SourceMetrics;
+use crate::stopped;
 
 /// The prefix of heartbeat messages.
 pub const HEARTBEAT_PREFIX: &str = "walcast.heartbeat";
@@ -47,7 +48,7 @@ pub async fn run(config: MonitorConfig, metrics: SourceMetrics, mut stop: watch:
     let mut client = None;
     loop {
         let heartbeat = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = stopped(&mut stop) => return,
             _ = lag_tick.tick() => false,
             _ = heartbeat_tick.tick(), if config.heartbeat_interval.is_some() => true,
         };

@@ -47,6 +47,7 @@ use crate::metrics::SourceMetrics;
 use crate::outbox::{Letter, Routed, Router};
 use crate::producer::{Ack, Meta, Producer};
 use crate::record::{Record, RecordKind, TxnMeta};
+use crate::stopped;
 use crate::topic::{TopicAdmin, TopicSpec};
 
 /// How long without any acknowledgement, with records outstanding, before the source says
@@ -137,7 +138,7 @@ impl Pipeline {
                 && self.in_flight_bytes < max_bytes;
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s), if !stopping => {
+                () = stopped(stop), if !stopping => {
                     info!(in_flight = self.in_flight, "stopping: finishing the current transaction and waiting for acknowledgements");
                     let timeout = Duration::from_secs(self.config.kafka.shutdown_timeout_secs);
                     deadline = Some(tokio::time::Instant::now() + timeout);

@@ -3,3 +3,11 @@
 //! topic.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod crash;
+mod dead_letters;
+mod delivery;
+mod idle;
+mod outage;
+mod startup;
+mod support;
