@@ -8,6 +8,12 @@ REPLICA_PORTS=("${WALCAST_REPLICA1_PORT:-5433}" "${WALCAST_REPLICA2_PORT:-5434}"
 KAFKA_PORT="${WALCAST_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${WALCAST_KAFKA_CONTROLLER_PORT:-19093}"
 TOPIC="${WALCAST_TOPIC:-catalog.events}"
+SOURCE_ADMIN_PORT="${WALCAST_SOURCE_ADMIN_PORT:-9464}"
+SINK_ADMIN_PORT="${WALCAST_SINK_ADMIN_PORT:-9465}"
+WRITE_PORT="${WALCAST_WRITE_PORT:-3000}"
+QUERY_PORT="${WALCAST_QUERY_PORT:-4000}"
+# The walcast services, in start order; each runs from a pid file under $STATE/run.
+SERVICES=(source sink app)
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -23,6 +29,10 @@ pg_cluster_running() {
 
 kafka_running() {
   [ -f "$STATE/kafka/kafka.pid" ] && kill -0 "$(cat "$STATE/kafka/kafka.pid")" 2>/dev/null
+}
+
+service_running() { # NAME
+  [ -f "$STATE/run/$1.pid" ] && kill -0 "$(cat "$STATE/run/$1.pid")" 2>/dev/null
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -59,13 +59,13 @@ done
 for i in "${!ids[@]}"; do
   id="${ids[$i]}"; t0="$(now_ms)"
   body="$(request PUT "/products/$id/price" "{\"price\":\"$((20 + i)).49\",\"currency\":\"EUR\"}")"
-  wait_visible "$id" "$(json_field version <<<"$body")" "price change ${id:0:8}" "$t0" || failures=$((failures + 1))
+  wait_visible "$id" "$(json_field version <<<"$body")" "price change ${id: -12}" "$t0" || failures=$((failures + 1))
 done
 for i in "${!ids[@]}"; do
   [ $((i % 2)) -eq 0 ] || continue
   id="${ids[$i]}"; t0="$(now_ms)"
   body="$(request POST "/products/$id/deactivate")"
-  wait_visible "$id" "$(json_field version <<<"$body")" "deactivate ${id:0:8}" "$t0" || failures=$((failures + 1))
+  wait_visible "$id" "$(json_field version <<<"$body")" "deactivate ${id: -12}" "$t0" || failures=$((failures + 1))
 done
 
 echo

@@ -4,6 +4,8 @@
 mod app_cmd;
 mod schema;
 mod sink_cmd;
+mod source_cmd;
+mod status;
 mod topic;
 mod wal_tail;
 
@@ -32,8 +34,12 @@ enum Command {
     Topic(topic::TopicArgs),
     /// Run the catalog app: write API and query API over the read replicas.
     App(app_cmd::AppArgs),
+    /// Run the source connector (outbox in the WAL → Kafka).
+    Source(source_cmd::SourceArgs),
     /// Run the sink connector (Kafka → read databases), or rebuild one of its targets.
     Sink(sink_cmd::SinkArgs),
+    /// Health of every component, the source's slot lag and each sink target's lag.
+    Status(status::StatusArgs),
     /// Read the write database's WAL (logical replication, pgoutput).
     Wal {
         #[command(subcommand)]
@@ -58,6 +64,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Schema(args) => schema::run(args).await,
         Command::Topic(args) => topic::run(args).await,
+        Command::Source(args) => source_cmd::run(args).await,
+        Command::Status(args) => status::run(args).await,
         Command::Sink(args) => sink_cmd::run(args).await,
         Command::App(args) => app_cmd::run(args).await,
         Command::Wal {
