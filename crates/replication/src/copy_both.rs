@@ -61,6 +61,13 @@ impl ReplicationStream {
                     self.done = true;
                     return Ok(None);
                 }
+                // A walsender that stops with the server (smart or fast shutdown) sends
+                // everything, then `CommandComplete` without a `CopyDone`, and exits.
+                Backend::Message(Message::CommandComplete(_) | Message::ReadyForQuery(_)) => {
+                    debug!(slot = %self.slot, "server finished the replication command (shutting down?)");
+                    self.done = true;
+                    return Ok(None);
+                }
                 Backend::Message(Message::ErrorResponse(e)) => {
                     self.done = true;
                     return Err(server_error(&e).into());
