@@ -91,3 +91,55 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
     db.drop_slot().await;
     drop(kafka);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_mid_load_loses_nothing() {
+    let kafka = crate::support::shared_kafka();
+    let mut pg = ok(blocking(walcast_testkit::Postgres::start).await);
+    let db = TestDb::on(&pg, "pgrestart");
+    db.prepare().await;
+    let dir = ok(tempfile::tempdir());
+    let brokers = kafka.bootstrap();
+    let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
+    assert!(wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await);
+    let first = Load {
+        aggregates: 50,
+        ..Load::new(3_000)
+    };
+    load::write(&db, &first).await;
+    let some = wait_until(Duration::from_secs(60), || async {
+        source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0
+    })
+    .await;
+    assert!(some);
+    pg = ok(blocking(move || pg.restart().map(|()| pg)).await);
+    assert!(
+        !source.is_finished(),
+        "a Postgres restart is not a reason to stop"
+    );
+    let second = Load {
+        seed: 0x5eed_0003,
+        aggregates: 50,
+        ..Load::new(3_000)
+    };
+    load::write(&db, &second).await;
+    let rows = db.outbox().await;
+    assert_eq!(rows.len(), 6_000);
+    let topic = db.topic.clone();
+    let records = blocking(move || {
+        let mut reader = TopicReader::new(&brokers, &topic);
+        let all = reader.until_ids(6_000, Duration::from_secs(120));
+        assert!(all, "only {} ids after the restart", reader.distinct());
+        reader.read_to_end(Duration::from_secs(30));
+        reader.records
+    })
+    .await;
+    verify::check(&records, &rows, 3);
+    assert!(
+        source.metric(metrics::RESTARTS) == 0.0,
+        "the replication client reconnected by itself"
+    );
+    ok(source.stop().await);
+    db.drop_slot().await;
+    drop(pg);
+}

@@ -73,7 +73,11 @@ pub struct TestDb {
 
 impl TestDb {
     pub fn new(prefix: &str) -> TestDb {
-        let pg = shared_pg();
+        TestDb::on(shared_pg(), prefix)
+    }
+
+    /// A database on another cluster (tests that restart Postgres own their cluster).
+    pub fn on(pg: &Postgres, prefix: &str) -> TestDb {
         let name = unique_name(prefix);
         ok(pg.create_database(&name));
         TestDb {
@@ -268,6 +272,10 @@ impl InProcess {
     }
 
     pub fn start_with(config: SourceConfig, options: Options) -> InProcess {
+        // Source logs on stderr only when asked for (RUST_LOG=...), to debug a test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            walcast_telemetry::logging::init(walcast_telemetry::logging::LogFormat::Human);
+        }
         let registry = Registry::default();
         let health = Health::default();
         let (tx, rx) = oneshot::channel::<()>();
