@@ -65,7 +65,9 @@ fn main() -> anyhow::Result<()> {
         table.push((per_txn, drains));
     }
     println!();
-    println!("| backlog | pg_recvlogical ev/s | discard ev/s | discard / pg_recvlogical | Kafka ev/s | Kafka / pg_recvlogical | peak RSS discard | peak RSS Kafka |");
+    println!(
+        "| backlog | pg_recvlogical ev/s | discard ev/s | discard / pg_recvlogical | Kafka ev/s | Kafka / pg_recvlogical | peak RSS discard | peak RSS Kafka |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (per_txn, d) in &table {
         let [recv, discard, to_kafka] = [0, 1, 2].map(|i| median(&d.rates[i]));
@@ -95,7 +97,10 @@ fn run_case(
     let db = format!("drain_{per_txn}");
     pg.create_database(&db)?;
     pg.psql(&db, schema)?;
-    pg.psql(&db, &format!("CREATE PUBLICATION {PUBLICATION} FOR TABLE outbox_messages"))?;
+    pg.psql(
+        &db,
+        &format!("CREATE PUBLICATION {PUBLICATION} FOR TABLE outbox_messages"),
+    )?;
     let slot = |c: Client, round: usize| match c {
         Client::PgRecvlogical => format!("recv_{round}"),
         Client::Discard => "discard".to_owned(),
@@ -107,7 +112,10 @@ fn run_case(
         slots.push(slot(Client::Kafka, round));
     }
     for s in &slots {
-        pg.psql(&db, &format!("SELECT pg_create_logical_replication_slot('{s}', 'pgoutput')"))?;
+        pg.psql(
+            &db,
+            &format!("SELECT pg_create_logical_replication_slot('{s}', 'pgoutput')"),
+        )?;
     }
     let started = Instant::now();
     pg.psql(
@@ -125,8 +133,14 @@ fn run_case(
              END LOOP; END $$"
         ),
     )?;
-    let end = pg.psql(&db, "SELECT pg_logical_emit_message(false, 'bench.end', '')::text")?;
-    eprintln!("drain: backlog written in {:.1}s, ends at {end}", started.elapsed().as_secs_f64());
+    let end = pg.psql(
+        &db,
+        "SELECT pg_logical_emit_message(false, 'bench.end', '')::text",
+    )?;
+    eprintln!(
+        "drain: backlog written in {:.1}s, ends at {end}",
+        started.elapsed().as_secs_f64()
+    );
 
     let mut drains = Drains::default();
     let order = [Client::PgRecvlogical, Client::Discard, Client::Kafka];
@@ -141,7 +155,10 @@ fn run_case(
                 }
             };
             let rate = rows as f64 / secs;
-            eprintln!("drain: round {round} {client:?}: {secs:.2}s, {rate:.0} ev/s, peak RSS {} KiB", rss);
+            eprintln!(
+                "drain: round {round} {client:?}: {secs:.2}s, {rate:.0} ev/s, peak RSS {} KiB",
+                rss
+            );
             let i = client as usize;
             drains.rates[i].push(rate);
             drains.rss_kib[i] = drains.rss_kib[i].max(rss);
@@ -156,9 +173,32 @@ fn run_case(
 fn recvlogical(pg: &Postgres, db: &str, slot: &str, end: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     let status = Command::new(PG_RECVLOGICAL)
-        .args(["-h", pg.host(), "-p", &pg.port().to_string(), "-U", "postgres", "-d", db])
-        .args(["--slot", slot, "--start", "--endpos", end, "-f", "/dev/null", "--no-loop"])
-        .args(["-o", "proto_version=1", "-o", &format!("publication_names={PUBLICATION}")])
+        .args([
+            "-h",
+            pg.host(),
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .args([
+            "--slot",
+            slot,
+            "--start",
+            "--endpos",
+            end,
+            "-f",
+            "/dev/null",
+            "--no-loop",
+        ])
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            &format!("publication_names={PUBLICATION}"),
+        ])
         .stdout(Stdio::null())
         .status()
         .context("running pg_recvlogical")?;
@@ -199,7 +239,10 @@ fn walcast(
     let log = std::fs::File::create(dir.join(format!("{db}_{slot}.log")))?;
     let started = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast-source"));
-    cmd.arg("--config").arg(&config).stdout(Stdio::null()).stderr(log);
+    cmd.arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log);
     if discard {
         cmd.arg("--discard");
     }
@@ -247,7 +290,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 /// SIGTERM (graceful), then SIGKILL if it does not exit within 30 s.
 fn stop(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -267,7 +312,9 @@ fn median(v: &[f64]) -> f64 {
 
 fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name} must be a number")),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name} must be a number")),
         Err(_) => Ok(default),
     }
 }
