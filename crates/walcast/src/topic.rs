@@ -5,12 +5,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use walcast_source::topic::{TopicAdmin, TopicSpec, TopicState};
 
 #[derive(Debug, Args)]
 pub struct TopicArgs {
@@ -67,48 +65,21 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The same check the source runs at start-up: a topic that exists with another partition
+/// count or replication factor is an error naming both and the fix.
 async fn create(brokers: &str, topic: &str, partitions: i32, rf: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics([&new], &opts)
-        .await
-        .with_context(|| format!("cannot reach Kafka at {brokers}; is the broker running?"))?;
-    for r in results {
-        match r {
-            Ok(t) => {
-                println!("created topic {t} ({partitions} partitions, replication factor {rf})")
-            }
-            Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                let existing = partition_count(brokers, &t)?;
-                if existing != partitions as usize {
-                    bail!(
-                        "topic {t} exists with {existing} partitions, not {partitions}; per-key \
-                         order depends on the partition count, so walcast will not change it — \
-                         use --partitions {existing} or recreate the topic"
-                    );
-                }
-                println!("topic {t} exists ({existing} partitions)");
-            }
-            Err((t, code)) => bail!("cannot create topic {t}: {code}"),
+    let admin = TopicAdmin::new(brokers, &Default::default())?;
+    let spec = TopicSpec {
+        partitions,
+        replication_factor: rf,
+    };
+    match admin.ensure_topic(topic, spec, true).await? {
+        TopicState::Created => {
+            println!("created topic {topic} ({partitions} partitions, replication factor {rf})")
         }
+        TopicState::Exists => println!("topic {topic} exists ({partitions} partitions)"),
     }
     Ok(())
-}
-
-fn partition_count(brokers: &str, topic: &str) -> anyhow::Result<usize> {
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(md
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0))
 }
 
 async fn tail(
