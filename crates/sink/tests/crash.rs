@@ -74,26 +74,47 @@ async fn kill_9_of_the_sink_mid_batch_three_times_leaves_every_target_exact() {
         let before = progress(watched).await.unwrap_or(0);
         let mut child = spawn_sink(&config, &dir.path().join(format!("sink-{round}.log")));
 
-        // Kill while catalog_read has an open batch transaction after some progress this round.
+        // Kill while catalog_read has a batch transaction open, after some progress this round.
+        // Catching that moment by polling is a race on a loaded machine, so it is made
+        // deterministic: once the sink has committed this round, a second session locks
+        // `processed_events`, and the sink's next batch transaction blocks on it, open.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        let killed_mid_batch = loop {
-            let open: i64 = monitor.query_one(OPEN_TX, &[]).await.unwrap().get(0);
-            if open > 0 && progress(watched).await.unwrap_or(0) > before {
-                let still_open: i64 = monitor.query_one(OPEN_TX, &[]).await.unwrap().get(0);
-                child.kill().unwrap();
-                break still_open > 0;
+        while progress(watched).await.unwrap_or(0) <= before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the sink made no progress"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut locker = connect(watched).await;
+        let lock = locker.transaction().await.unwrap();
+        lock.batch_execute("LOCK TABLE processed_events IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        if progress(watched).await == Some(produced) {
+            // The sink finished the wave before the lock: give it more to do.
+            let more: Vec<Event> = (0..500).map(|_| catalog.change()).collect();
+            produce(&topic, &more, &mut lsn).await;
+            produced += more.len() as i64;
+        }
+        loop {
+            let blocked: i64 = monitor
+                .query_one(&format!("{OPEN_TX} AND wait_event_type = 'Lock'"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            if blocked > 0 {
+                break;
             }
-            if tokio::time::Instant::now() >= deadline || progress(watched).await == Some(produced)
-            {
-                child.kill().unwrap();
-                break false;
-            }
-        };
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: the sink never opened a batch transaction"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        child.kill().unwrap();
         let _ = child.wait();
-        assert!(
-            killed_mid_batch,
-            "round {round}: did not catch a batch transaction open"
-        );
+        lock.rollback().await.unwrap();
 
         // The killed transactions roll back: each target's rows match its stored offsets
         // (this stream has no duplicates, so processed events = consumed records).
