@@ -11,8 +11,10 @@
 //!   start until every target has stored the last offset (consume, decode, guard, bookkeeping,
 //!   commit: the whole path);
 //! * **floor**: the same final rows are written to four fresh databases by plain multi-row
-//!   `INSERT … ON CONFLICT DO UPDATE` (1,000 rows per statement), one connection per database,
-//!   the four in parallel.
+//!   `INSERT … ON CONFLICT` (1,000 rows per statement), one connection per database, the four
+//!   in parallel: the final `catalog_product_read` rows and one `processed_events` row per event
+//!   (the sink's final state holds both; only its bookkeeping rows — offsets, applied LSN,
+//!   tombstones of deleted rows — are left out of the floor).
 //!
 //! Both report events/s = events / seconds. Workload `create` is 100,000 new products (final
 //! rows = events); `mixed` is the catalog model's stream (creates, renames, price changes,
@@ -74,15 +76,16 @@ fn main() {
             publish(&kafka, &topic, &stream).await;
             let sink = run_sink(&kafka, &clusters, &topic, events as i64, max_events).await;
             println!("{workload:>6}: sink applied {events} events to 4 targets in {:.2} s", sink.as_secs_f64());
-            let floor = run_floor(&clusters, &final_rows).await;
+            let floor = run_floor(&clusters, &final_rows, &stream).await;
             let rate = |d: Duration| events as f64 / d.as_secs_f64();
             println!(
-                "{workload:>6}: sink {:>8.0} events/s ({:.2} s)   floor {:>8.0} events/s ({:.2} s, {} final rows)   sink/floor {:.2}",
+                "{workload:>6}: sink {:>8.0} events/s ({:.2} s)   floor {:>8.0} events/s ({:.2} s, {} product rows + {} processed_events rows)   sink/floor {:.2}",
                 rate(sink),
                 sink.as_secs_f64(),
                 rate(floor),
                 floor.as_secs_f64(),
                 final_rows.len(),
+                stream.len(),
                 floor.as_secs_f64() / sink.as_secs_f64(),
             );
         });
@@ -245,7 +248,7 @@ async fn connect(dsn: &str) -> tokio_postgres::Client {
 }
 
 /// The final rows, written by plain multi-row INSERT … ON CONFLICT, one connection per database.
-async fn run_floor(clusters: &[Postgres], rows: &[String]) -> Duration {
+async fn run_floor(clusters: &[Postgres], rows: &[String], events: &[Event]) -> Duration {
     let dbs = fresh_dbs(clusters);
     let schema = std::fs::read_to_string(
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql/read.sql"),
@@ -278,11 +281,30 @@ async fn run_floor(clusters: &[Postgres], rows: &[String]) -> Duration {
             ]
         })
         .collect();
+    let processed: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.id.to_string(), e.event_type.to_owned()))
+        .collect();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in clients {
         let rows = parsed.clone();
+        let processed = processed.clone();
         tasks.push(tokio::spawn(async move {
+            for chunk in processed.chunks(1000) {
+                let mut sql = String::from("INSERT INTO processed_events (event_id, event_type) VALUES ");
+                let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * 2);
+                for (i, (id, ty)) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("(${}::text::uuid, ${})", i * 2 + 1, i * 2 + 2));
+                    params.push(id);
+                    params.push(ty);
+                }
+                sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+                c.execute(sql.as_str(), &params).await.unwrap();
+            }
             for chunk in rows.chunks(1000) {
                 let mut sql = String::from(
                     "INSERT INTO catalog_product_read (product_id, sku, name, description, price, currency, \
