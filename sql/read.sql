@@ -19,6 +19,9 @@ CREATE TABLE IF NOT EXISTS catalog_product_read (
 -- (aggregate version first, then occurred_at).
 ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS version INT NOT NULL DEFAULT 0;
 ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS occurred_at TIMESTAMPTZ;
+-- Room on each page for the new version of a row: price changes touch no indexed column, so
+-- they become HOT updates that skip every index (the trigram index above all).
+ALTER TABLE catalog_product_read SET (fillfactor = 70);
 
 -- Product search: substring / fuzzy match on search_text (lower-cased sku, name, description).
 CREATE INDEX IF NOT EXISTS catalog_product_read_search_trgm_idx
