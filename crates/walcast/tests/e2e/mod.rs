@@ -1,0 +1,523 @@
+//! The whole pipeline on real parts, for the end-to-end proofs (crash matrix, sustained load,
+//! latency): a Postgres leader (`catalog_write` + `catalog_read`), three replica clusters, an
+//! Apache Kafka broker of its own (the crash matrix kills it), and the real `walcast` binary
+//! as source, sink and catalog app child processes, each of which can be killed with SIGKILL
+//! and started again.
+//!
+//! Every cluster runs with `track_commit_timestamp = on`, so the latency of an event is exact:
+//! the commit time of its target transaction minus the commit time of its outbox row, both read
+//! from Postgres (same machine, same clock), with no polling in between.
+
+#![allow(dead_code)]
+
+pub mod load;
+pub mod verify;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+use walcast_testkit::{Kafka, Postgres, repo_root, unique_name};
+
+/// The sink's four targets, in the shipped connector's order.
+pub const TARGETS: [&str; 4] = ["catalog_read", "replica-1", "replica-2", "replica-3"];
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A `walcast` child process that can be killed and started again with the same arguments.
+pub struct Service {
+    pub name: &'static str,
+    args: Vec<String>,
+    logs: PathBuf,
+    child: Option<Child>,
+    pub starts: u32,
+}
+
+impl Service {
+    fn new(name: &'static str, args: Vec<String>, logs: &Path) -> Service {
+        Service {
+            name,
+            args,
+            logs: logs.to_owned(),
+            child: None,
+            starts: 0,
+        }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        self.starts += 1;
+        let log = self.log_path(self.starts);
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new(env!("CARGO_BIN_EXE_walcast"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning walcast {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would do.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit (the graceful path).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(40);
+            while std::time::Instant::now() < deadline {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again if it exited on its own; returns why it had exited.
+    pub fn revive(&mut self) -> Option<String> {
+        let why = self.check_alive().err()?;
+        self.kill();
+        self.start();
+        Some(why)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `Err(why)` if the process has exited on its own.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        let Some(c) = self.child.as_mut() else {
+            return Err(format!("{} is not running", self.name));
+        };
+        match c.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "walcast {} exited on its own ({status}); its log ends with:\n{}",
+                self.name,
+                self.log_tail(3000)
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    pub fn log_path(&self, start: u32) -> PathBuf {
+        self.logs.join(format!("{}-{start}.log", self.name))
+    }
+
+    pub fn log_tail(&self, bytes: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+        let cut = text.len().saturating_sub(bytes);
+        let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text[cut..].to_owned()
+    }
+
+    /// Every log line this service wrote, over all its starts.
+    pub fn all_logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
+            .collect()
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid()?)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Options of a [`Stack`].
+pub struct StackOptions {
+    /// Start the catalog app (write API) too.
+    pub app: bool,
+    /// Sink batch size.
+    pub batch: usize,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            app: true,
+            batch: 1000,
+        }
+    }
+}
+
+/// The pipeline, all parts running.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub kafka: Kafka,
+    /// `catalog_write` and the `catalog_read` target.
+    pub leader: Postgres,
+    pub replicas: Vec<Postgres>,
+    pub topic: String,
+    pub slot: String,
+    pub source: Service,
+    pub sink: Service,
+    pub app: Option<Service>,
+    pub write_port: u16,
+    pub source_admin: u16,
+    pub sink_admin: u16,
+}
+
+fn cluster() -> Postgres {
+    Postgres::builder()
+        .setting("track_commit_timestamp", "on")
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl Stack {
+    pub async fn start(opts: StackOptions) -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("walcast-e2e-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kafka = Kafka::start().unwrap_or_else(|e| panic!("{e}"));
+        let leader = cluster();
+        let replicas: Vec<Postgres> = (0..3).map(|_| cluster()).collect();
+        leader.create_database("catalog_write").unwrap_or_else(|e| panic!("{e}"));
+        leader.create_database("catalog_read").unwrap_or_else(|e| panic!("{e}"));
+        for r in &replicas {
+            r.create_database("catalog_read").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let walcast = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_walcast"))
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                out.status.success(),
+                "walcast {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        walcast(&["schema", "apply", "write", "--dsn", &leader.dsn("catalog_write")]);
+        let mut target_dsns = vec![leader.dsn("catalog_read")];
+        target_dsns.extend(replicas.iter().map(|r| r.dsn("catalog_read")));
+        for dsn in &target_dsns {
+            walcast(&["schema", "apply", "read", "--dsn", dsn]);
+        }
+
+        let topic = unique_name("e2e");
+        let slot = unique_name("e2e_slot");
+        let (source_admin, sink_admin, write_port) = (free_port(), free_port(), free_port());
+        let root = repo_root();
+        let rewrite = |file: &str, pairs: &[(String, String)]| -> PathBuf {
+            let mut text = std::fs::read_to_string(root.join("connectors").join(file))
+                .unwrap_or_else(|e| panic!("{e}"));
+            for (from, to) in pairs {
+                assert!(text.contains(from.as_str()), "{file} has no {from:?}");
+                text = text.replacen(from.as_str(), to, 1);
+            }
+            let path = dir.path().join(file);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            path
+        };
+        let kafka_pairs = [
+            (
+                "brokers = \"127.0.0.1:19092\"".to_owned(),
+                format!("brokers = {:?}", kafka.bootstrap()),
+            ),
+            (
+                "topic = \"catalog.events\"".to_owned(),
+                format!("topic = {topic:?}"),
+            ),
+        ];
+        let mut source_pairs = kafka_pairs.to_vec();
+        source_pairs.extend([
+            (
+                "dsn = \"host=127.0.0.1 port=5432 user=postgres dbname=catalog_write\"".to_owned(),
+                format!("dsn = {:?}", leader.dsn("catalog_write")),
+            ),
+            (
+                "slot = \"walcast_catalog_outbox\"".to_owned(),
+                format!("slot = {slot:?}"),
+            ),
+            (
+                "publication = \"walcast_catalog_outbox\"".to_owned(),
+                format!("publication = {slot:?}"),
+            ),
+            (
+                "listen = \"127.0.0.1:9464\"".to_owned(),
+                format!("listen = \"127.0.0.1:{source_admin}\""),
+            ),
+        ]);
+        let source_cfg = rewrite("catalog-outbox-source.toml", &source_pairs);
+        let mut sink_pairs = kafka_pairs.to_vec();
+        sink_pairs.extend([
+            (
+                "listen = \"127.0.0.1:9465\"".to_owned(),
+                format!("listen = \"127.0.0.1:{sink_admin}\""),
+            ),
+            (
+                "max_events = 1000".to_owned(),
+                format!("max_events = {}", opts.batch),
+            ),
+            (
+                "files = [\"../sql/read.sql\"]".to_owned(),
+                format!("files = [{:?}]", root.join("sql/read.sql").display().to_string()),
+            ),
+        ]);
+        for (t, (port, dsn)) in TARGETS.iter().zip((5432..).zip(&target_dsns)) {
+            sink_pairs.push((
+                format!("[targets.{t}]\ndsn = \"host=127.0.0.1 port={port} user=postgres dbname=catalog_read\""),
+                format!("[targets.{t}]\ndsn = {dsn:?}"),
+            ));
+        }
+        let sink_cfg = rewrite("catalog-read-sink.toml", &sink_pairs);
+
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+        let arg = |p: &Path| p.display().to_string();
+        let mut source = Service::new(
+            "source",
+            vec!["source".into(), "--config".into(), arg(&source_cfg)],
+            &logs,
+        );
+        let mut sink = Service::new(
+            "sink",
+            vec!["sink".into(), "--config".into(), arg(&sink_cfg)],
+            &logs,
+        );
+        let mut app = opts.app.then(|| {
+            let mut args: Vec<String> = vec![
+                "app".into(),
+                "--write-dsn".into(),
+                leader.dsn("catalog_write"),
+                "--write-listen".into(),
+                format!("127.0.0.1:{write_port}"),
+                "--query-listen".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ];
+            for r in &replicas {
+                args.push("--read-dsn".into());
+                args.push(r.dsn("catalog_read"));
+            }
+            Service::new("app", args, &logs)
+        });
+        source.start();
+        sink.start();
+        if let Some(a) = app.as_mut() {
+            a.start();
+        }
+        let stack = Stack {
+            dir,
+            kafka,
+            leader,
+            replicas,
+            topic,
+            slot,
+            source,
+            sink,
+            app,
+            write_port,
+            source_admin,
+            sink_admin,
+        };
+        stack.wait_ready(Duration::from_secs(120)).await;
+        stack
+    }
+
+    pub fn write_dsn(&self) -> String {
+        self.leader.dsn("catalog_write")
+    }
+
+    /// The DSN of each sink target, by target name.
+    pub fn targets(&self) -> BTreeMap<&'static str, String> {
+        let mut out = BTreeMap::new();
+        out.insert(TARGETS[0], self.leader.dsn("catalog_read"));
+        for (t, r) in TARGETS[1..].iter().zip(&self.replicas) {
+            out.insert(*t, r.dsn("catalog_read"));
+        }
+        out
+    }
+
+    /// Waits until the source and the sink answer `/ready` with 200 (and the app, if any).
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut ports = vec![self.source_admin, self.sink_admin];
+        if self.app.is_some() {
+            ports.push(self.write_port);
+        }
+        for port in ports {
+            loop {
+                let ok = tokio::task::spawn_blocking(move || http_get_status(port, "/ready"))
+                    .await
+                    .ok()
+                    .flatten()
+                    == Some(200);
+                if ok {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "port {port} not ready within {within:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Every service that exited on its own, with its log tail.
+    pub fn dead_services(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in [Some(&mut self.source), Some(&mut self.sink), self.app.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = s.check_alive() {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Bytes of WAL the slot holds back.
+    pub async fn slot_lag_bytes(&self) -> Option<i64> {
+        let c = connect(&self.write_dsn()).await.ok()?;
+        c.query_opt(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&self.slot],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.get(0))
+    }
+}
+
+pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The status code of a GET, or `None` if nothing answers.
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    let (status, _) = http(port, "GET", path, None).ok()?;
+    Some(status)
+}
+
+/// A minimal HTTP/1.1 request with `Connection: close`; returns the status and the body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = json.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if json.is_some() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {resp:.80}")))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(head, b)| {
+            if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+                dechunk(b)
+            } else {
+                b.to_owned()
+            }
+        })
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A small deterministic PRNG (xorshift64*), so a failing run can be replayed from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+}
+
+/// The `p`-th percentile (0–100) of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
