@@ -128,8 +128,20 @@ impl TopicAdmin {
                 }
             }
         }
-        self.check(topic, spec, strict).await?;
-        Ok(TopicState::Exists)
+        // Someone else created it (another connector, a moment ago): the brokers may not
+        // know it yet, so "does not exist" is retried for a while before it counts.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.check(topic, spec, strict).await {
+                Err(Error::Topic { problem, .. })
+                    if problem.starts_with("does not exist")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other.map(|_| TopicState::Exists),
+            }
+        }
     }
 
     /// Fails unless `topic` exists (and, with `strict`, has the partitions and replication

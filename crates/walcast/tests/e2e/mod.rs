@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod measure;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -367,11 +368,11 @@ impl Stack {
     /// Waits until the source and the sink answer `/ready` with 200 (and the app, if any).
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
-        let mut ports = vec![self.source_admin, self.sink_admin];
-        if self.app.is_some() {
-            ports.push(self.write_port);
+        let mut waits = vec![(self.source_admin, &self.source), (self.sink_admin, &self.sink)];
+        if let Some(app) = &self.app {
+            waits.push((self.write_port, app));
         }
-        for port in ports {
+        for (port, service) in waits {
             loop {
                 let ok = tokio::task::spawn_blocking(move || http_get_status(port, "/ready"))
                     .await
@@ -383,7 +384,9 @@ impl Stack {
                 }
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "port {port} not ready within {within:?}"
+                    "walcast {} (port {port}) not ready within {within:?}; its log ends with:\n{}",
+                    service.name,
+                    service.log_tail(4000)
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

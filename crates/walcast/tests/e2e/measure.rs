@@ -1,0 +1,100 @@
+//! Commit → visible-on-every-target latency, read exactly from Postgres commit timestamps
+//! (`track_commit_timestamp = on` on every cluster; all clusters share this machine's clock):
+//! for each outbox row, the commit time of its write transaction on the leader, and on each
+//! target the commit time of the sink transaction that recorded it in `processed_events`.
+//! "Visible on all four" is the latest of the four.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{Stack, connect, rss_kib};
+
+/// Per event: (leader commit, seconds since the epoch; latency to the last target, ms).
+/// Events not yet on every target are left out; the count is returned beside.
+pub async fn latencies(stack: &Stack) -> Result<(Vec<(f64, f64)>, usize), String> {
+    const SQL: &str = "SELECT {id}, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 FROM {table}";
+    let read = |dsn: String, table: &'static str, id: &'static str| async move {
+        let c = connect(&dsn).await.map_err(|e| format!("{dsn}: {e}"))?;
+        let sql = SQL.replace("{id}", id).replace("{table}", table);
+        let rows = c.query(&sql, &[]).await.map_err(|e| format!("{dsn}: {e}"))?;
+        Ok::<HashMap<uuid::Uuid, f64>, String>(
+            rows.iter()
+                .filter_map(|r| Some((r.get(0), r.get::<_, Option<f64>>(1)?)))
+                .collect(),
+        )
+    };
+    let committed = read(stack.write_dsn(), "outbox_messages", "id").await?;
+    let mut visible: HashMap<uuid::Uuid, (f64, u8)> = HashMap::with_capacity(committed.len());
+    for dsn in stack.targets().into_values() {
+        for (id, at) in read(dsn, "processed_events", "event_id").await? {
+            let e = visible.entry(id).or_insert((at, 0));
+            e.0 = e.0.max(at);
+            e.1 += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(committed.len());
+    let mut pending = 0;
+    for (id, at) in committed {
+        match visible.get(&id) {
+            Some((seen, 4)) => out.push((at, (seen - at) * 1000.0)),
+            _ => pending += 1,
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok((out, pending))
+}
+
+/// p50 / p95 / p99 / max of latencies in ms.
+pub fn summary(mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:>6.1} ms  p95 {:>6.1} ms  p99 {:>6.1} ms  max {:>7.1} ms",
+        super::percentile(&ms, 50.0),
+        super::percentile(&ms, 95.0),
+        super::percentile(&ms, 99.0),
+        ms.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+/// One sample of the running system.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Duration,
+    pub written: u64,
+    pub slot_lag: Option<i64>,
+    pub rss_source: Option<u64>,
+    pub rss_sink: Option<u64>,
+    pub rss_app: Option<u64>,
+    pub rss_kafka: Option<u64>,
+}
+
+impl Sample {
+    pub async fn take(stack: &Stack, at: Duration, written: u64) -> Sample {
+        Sample {
+            at,
+            written,
+            slot_lag: stack.slot_lag_bytes().await,
+            rss_source: stack.source.rss_kib(),
+            rss_sink: stack.sink.rss_kib(),
+            rss_app: stack.app.as_ref().and_then(|a| a.rss_kib()),
+            rss_kafka: kafka_pid(stack).and_then(rss_kib),
+        }
+    }
+}
+
+pub fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1}", k as f64 / 1024.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The broker JVM: the process whose command line names this broker's server.properties.
+fn kafka_pid(stack: &Stack) -> Option<u32> {
+    let props = stack.kafka.log_file().parent()?.join("server.properties");
+    let props = props.to_str()?.to_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd);
+        (cmd.contains("kafka.Kafka") && cmd.contains(props.as_str())).then_some(pid)
+    })
+}
