@@ -128,8 +128,10 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
         ));
         // Strike somewhere in the first 70% of the trial's load, stay down 0.2–2 s.
         let span_ms = (per_trial as f64 / rate * 1000.0) as u64;
-        tokio::time::sleep(Duration::from_millis(rng.between(span_ms / 10, span_ms * 7 / 10)))
-            .await;
+        tokio::time::sleep(Duration::from_millis(
+            rng.between(span_ms / 10, span_ms * 7 / 10),
+        ))
+        .await;
         let down = Duration::from_millis(rng.between(200, 2000));
         let what = inject(&mut stack, fault, &mut rng, down).await;
         let report = loader.await.unwrap();
@@ -185,7 +187,12 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
             failed.push(format!("{}: {v:?}", fault.label()));
         }
     }
-    let total = results.values().flatten().map(|v| v.events).max().unwrap_or(0);
+    let total = results
+        .values()
+        .flatten()
+        .map(|v| v.events)
+        .max()
+        .unwrap_or(0);
     println!("events in the outbox at the end: {total}");
     assert!(
         failed.is_empty(),

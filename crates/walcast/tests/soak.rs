@@ -48,7 +48,9 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
     let rate: f64 = env_or("WALCAST_SOAK_RATE", 200.0);
     let interval = Duration::from_secs(env_or("WALCAST_SOAK_INTERVAL_SECS", 30));
     let mut stack = Stack::start(StackOptions::default()).await;
-    println!("sustained load: {rate} events/s for {secs} s (SQL transactions of 1-20 events + the write API)");
+    println!(
+        "sustained load: {rate} events/s for {secs} s (SQL transactions of 1-20 events + the write API)"
+    );
     let counters = Arc::new(Counters::default());
     let spec = LoadSpec {
         events: (rate * secs as f64) as u64,
@@ -94,7 +96,9 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
                 s.at.as_secs_f64(),
                 s.written,
                 rate,
-                s.slot_lag.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                s.slot_lag
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 mib(s.rss_source),
                 mib(s.rss_sink),
                 mib(s.rss_app),
@@ -118,7 +122,10 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
     let verdict = verify::converge(&mut stack, Duration::from_secs(180)).await;
     let (lat, pending) = measure::latencies(&stack).await.unwrap();
     let t0 = lat.first().map(|l| l.0).unwrap_or(0.0);
-    println!("commit → visible on all four targets, per {} s of commits:", interval.as_secs());
+    println!(
+        "commit → visible on all four targets, per {} s of commits:",
+        interval.as_secs()
+    );
     let mut bucket = 0u64;
     loop {
         let (lo, hi) = (
@@ -133,7 +140,11 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
         if ms.is_empty() {
             break;
         }
-        println!("  {lo:>5.0}-{hi:<5.0} s  {:>7} events  {}", ms.len(), measure::summary(ms));
+        println!(
+            "  {lo:>5.0}-{hi:<5.0} s  {:>7} events  {}",
+            ms.len(),
+            measure::summary(ms)
+        );
         bucket += 1;
     }
     println!(
@@ -147,7 +158,10 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
     // Memory is flat: the last quarter's peak is within 25% (+16 MiB) of the second quarter's
     // peak (the first quarter is warm-up: pools, caches and queues fill).
     for (name, f) in [
-        ("source", (|s: &Sample| s.rss_source) as fn(&Sample) -> Option<u64>),
+        (
+            "source",
+            (|s: &Sample| s.rss_source) as fn(&Sample) -> Option<u64>,
+        ),
         ("sink", |s: &Sample| s.rss_sink),
         ("app", |s: &Sample| s.rss_app),
     ] {

@@ -70,7 +70,9 @@ pub async fn run(
         if w < spec.sql_writers {
             tasks.push(tokio::spawn(writer.sql(dsn, spec, counters, started)));
         } else {
-            tasks.push(tokio::spawn(writer.http(write_port, spec, counters, started)));
+            tasks.push(tokio::spawn(
+                writer.http(write_port, spec, counters, started),
+            ));
         }
     }
     for t in tasks {
@@ -261,7 +263,11 @@ impl Writer {
                 .filter(|p| !deleted.contains(*p))
                 .copied()
                 .collect();
-            let op = if live.len() < 5 { Op::Create } else { self.op() };
+            let op = if live.len() < 5 {
+                Op::Create
+            } else {
+                self.op()
+            };
             let target = live
                 .get(self.rng.below(live.len().max(1) as u64) as usize)
                 .copied();
@@ -317,7 +323,12 @@ impl Writer {
                         "name": format!("Renamed {} {}", self.id, self.serial),
                         "description": format!("Now v{}", self.serial),
                     });
-                    ("PUT", format!("/products/{id}"), Some(body.to_string()), Some(id))
+                    (
+                        "PUT",
+                        format!("/products/{id}"),
+                        Some(body.to_string()),
+                        Some(id),
+                    )
                 }
                 Op::Price => {
                     let id = self.pick();
@@ -343,12 +354,11 @@ impl Writer {
                     ("DELETE", format!("/products/{id}"), None, Some(id))
                 }
             };
-            let reply = tokio::task::spawn_blocking(move || {
-                http(port, method, &path, body.as_deref())
-            })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r);
+            let reply =
+                tokio::task::spawn_blocking(move || http(port, method, &path, body.as_deref()))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|r| r);
             match reply {
                 Ok((status, body)) if status < 300 => {
                     c.committed.fetch_add(1, Ordering::SeqCst);
@@ -358,7 +368,9 @@ impl Writer {
                             .and_then(|v| v["id"].as_str().and_then(|s| s.parse().ok()))
                         {
                             Some(id) => self.products.push(id),
-                            None => panic!("POST /products answered {status} without an id: {body}"),
+                            None => {
+                                panic!("POST /products answered {status} without an id: {body}")
+                            }
                         }
                     }
                     if method == "DELETE" {

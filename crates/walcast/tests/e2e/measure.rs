@@ -12,11 +12,15 @@ use super::{Stack, connect, rss_kib};
 /// Per event: (leader commit, seconds since the epoch; latency to the last target, ms).
 /// Events not yet on every target are left out; the count is returned beside.
 pub async fn latencies(stack: &Stack) -> Result<(Vec<(f64, f64)>, usize), String> {
-    const SQL: &str = "SELECT {id}, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 FROM {table}";
+    const SQL: &str =
+        "SELECT {id}, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 FROM {table}";
     let read = |dsn: String, table: &'static str, id: &'static str| async move {
         let c = connect(&dsn).await.map_err(|e| format!("{dsn}: {e}"))?;
         let sql = SQL.replace("{id}", id).replace("{table}", table);
-        let rows = c.query(&sql, &[]).await.map_err(|e| format!("{dsn}: {e}"))?;
+        let rows = c
+            .query(&sql, &[])
+            .await
+            .map_err(|e| format!("{dsn}: {e}"))?;
         Ok::<HashMap<uuid::Uuid, f64>, String>(
             rows.iter()
                 .filter_map(|r| Some((r.get(0), r.get::<_, Option<f64>>(1)?)))

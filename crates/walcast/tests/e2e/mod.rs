@@ -129,7 +129,9 @@ impl Service {
     pub fn log_tail(&self, bytes: usize) -> String {
         let text = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
         let cut = text.len().saturating_sub(bytes);
-        let cut = (cut..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (cut..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
         text[cut..].to_owned()
     }
 
@@ -208,10 +210,15 @@ impl Stack {
         let kafka = Kafka::start().unwrap_or_else(|e| panic!("{e}"));
         let leader = cluster();
         let replicas: Vec<Postgres> = (0..3).map(|_| cluster()).collect();
-        leader.create_database("catalog_write").unwrap_or_else(|e| panic!("{e}"));
-        leader.create_database("catalog_read").unwrap_or_else(|e| panic!("{e}"));
+        leader
+            .create_database("catalog_write")
+            .unwrap_or_else(|e| panic!("{e}"));
+        leader
+            .create_database("catalog_read")
+            .unwrap_or_else(|e| panic!("{e}"));
         for r in &replicas {
-            r.create_database("catalog_read").unwrap_or_else(|e| panic!("{e}"));
+            r.create_database("catalog_read")
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let walcast = |args: &[&str]| {
             let out = Command::new(env!("CARGO_BIN_EXE_walcast"))
@@ -224,7 +231,13 @@ impl Stack {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        walcast(&["schema", "apply", "write", "--dsn", &leader.dsn("catalog_write")]);
+        walcast(&[
+            "schema",
+            "apply",
+            "write",
+            "--dsn",
+            &leader.dsn("catalog_write"),
+        ]);
         let mut target_dsns = vec![leader.dsn("catalog_read")];
         target_dsns.extend(replicas.iter().map(|r| r.dsn("catalog_read")));
         for dsn in &target_dsns {
@@ -288,7 +301,10 @@ impl Stack {
             ),
             (
                 "files = [\"../sql/read.sql\"]".to_owned(),
-                format!("files = [{:?}]", root.join("sql/read.sql").display().to_string()),
+                format!(
+                    "files = [{:?}]",
+                    root.join("sql/read.sql").display().to_string()
+                ),
             ),
         ]);
         for (t, (port, dsn)) in TARGETS.iter().zip((5432..).zip(&target_dsns)) {
@@ -368,7 +384,10 @@ impl Stack {
     /// Waits until the source and the sink answer `/ready` with 200 (and the app, if any).
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
-        let mut waits = vec![(self.source_admin, &self.source), (self.sink_admin, &self.sink)];
+        let mut waits = vec![
+            (self.source_admin, &self.source),
+            (self.sink_admin, &self.sink),
+        ];
         if let Some(app) = &self.app {
             waits.push((self.write_port, app));
         }
@@ -396,9 +415,13 @@ impl Stack {
     /// Every service that exited on its own, with its log tail.
     pub fn dead_services(&mut self) -> Vec<String> {
         let mut out = Vec::new();
-        for s in [Some(&mut self.source), Some(&mut self.sink), self.app.as_mut()]
-            .into_iter()
-            .flatten()
+        for s in [
+            Some(&mut self.source),
+            Some(&mut self.sink),
+            self.app.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Err(e) = s.check_alive() {
                 out.push(e);
@@ -465,7 +488,10 @@ pub fn http(
     let body = resp
         .split_once("\r\n\r\n")
         .map(|(head, b)| {
-            if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            if head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked")
+            {
                 dechunk(b)
             } else {
                 b.to_owned()

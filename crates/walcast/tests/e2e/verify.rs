@@ -38,7 +38,8 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn events_lost(&self) -> usize {
-        self.lost_in_topic.max(self.lost.values().copied().max().unwrap_or(0))
+        self.lost_in_topic
+            .max(self.lost.values().copied().max().unwrap_or(0))
     }
 
     pub fn rows_wrong(&self) -> usize {
