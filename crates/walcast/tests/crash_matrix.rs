@@ -194,6 +194,31 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
         .max()
         .unwrap_or(0);
     println!("events in the outbox at the end: {total}");
+    // The checker itself can fail: a wrong row and a missing event on one target are seen.
+    stack.sink.stop();
+    let replica = e2e::connect(&stack.targets()["replica-2"]).await.unwrap();
+    let changed = replica
+        .execute(
+            "UPDATE catalog_product_read SET name = name || ' (corrupted)' \
+             WHERE product_id = (SELECT product_id FROM catalog_product_read LIMIT 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let forgotten = replica
+        .execute(
+            "DELETE FROM processed_events \
+             WHERE event_id = (SELECT event_id FROM processed_events LIMIT 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((changed, forgotten), (1, 1));
+    let check = verify::converge(&mut stack, Duration::from_secs(1)).await;
+    assert_eq!(check.wrong_rows["replica-2"], 1, "{check:?}");
+    assert_eq!(check.lost["replica-2"], 1, "{check:?}");
+    assert_eq!(check.rows_wrong(), 1, "{check:?}");
+
     assert!(
         failed.is_empty(),
         "seed {seed}: {} trial(s) lost events or left wrong rows:\n{}",

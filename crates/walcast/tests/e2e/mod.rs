@@ -17,7 +17,7 @@ pub mod verify;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
@@ -57,13 +57,9 @@ impl Service {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
         let log = self.log_path(self.starts);
-        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = Command::new(env!("CARGO_BIN_EXE_walcast"))
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast"));
+        cmd.args(&self.args).env("RUST_LOG", "info");
+        let child = walcast_testkit::spawn_child(cmd, &log)
             .unwrap_or_else(|e| panic!("spawning walcast {}: {e}", self.name));
         self.child = Some(child);
     }
