@@ -244,11 +244,21 @@ impl ChangeStream {
     async fn open(&mut self) -> Result<FeedbackStream> {
         let cfg = &self.config;
         let client = connect_sql(&cfg.connect).await?;
-        let slot = slot_info(&client, &cfg.slot).await?.ok_or_else(|| {
-            Error::from(Precondition::SlotMissing {
-                slot: cfg.slot.clone(),
-            })
-        })?;
+        let slot = match slot_info(&client, &cfg.slot).await? {
+            Some(slot) => slot,
+            // Dropped under us. With `create` the slot is made again, at the current position:
+            // what was written while it was missing is not streamed (documented loss).
+            None if cfg.create => {
+                warn!(slot = %cfg.slot, confirmed = %self.confirmed, "replication slot is gone; creating it again at the current position (create = true): changes written while it was missing are not streamed, replay them from the tables");
+                ensure_slot(&client, &cfg.slot).await?.0
+            }
+            None => {
+                return Err(Precondition::SlotMissing {
+                    slot: cfg.slot.clone(),
+                }
+                .into());
+            }
+        };
         slot.check_usable(&self.facts.database)?;
         drop(client);
         let resume = self
