@@ -191,8 +191,27 @@ impl ChangeStream {
                 Ok(Some(x)) => self.handle(x)?,
                 Ok(None) => self.lost(Error::Closed("streaming replication")),
                 Err(e) if e.is_retryable() => self.lost(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.explain(e)),
             }
+        }
+    }
+
+    /// The walsender's "publication does not exist" while streaming means the publication was
+    /// dropped under the slot; say what that means and how to get out of it.
+    fn explain(&self, e: Error) -> Error {
+        match &e {
+            Error::Server(s)
+                if s.code() == "42704"
+                    && s.message()
+                        .contains(&format!("\"{}\"", self.config.publication)) =>
+            {
+                Precondition::PublicationDropped {
+                    publication: self.config.publication.clone(),
+                    slot: self.config.slot.clone(),
+                }
+                .into()
+            }
+            _ => e,
         }
     }
 

@@ -287,6 +287,18 @@ pub enum Precondition {
         /// The database we connected to.
         database: String,
     },
+    /// The walsender found no publication at the WAL position it decodes: it was dropped under
+    /// a running slot. Postgres looks it up as of each change, so creating it again does not
+    /// help for the changes written while it was missing.
+    #[error(
+        "publication \"{publication}\" does not exist at the slot's position in the WAL (it was dropped while slot \"{slot}\" still had changes to decode); Postgres cannot decode changes written while it was missing, even after it is created again: create it again (CREATE PUBLICATION \"{publication}\" FOR TABLE ..., or let walcast create it), move the slot past the gap with SELECT pg_replication_slot_advance('{slot}', pg_current_wal_lsn()), and replay the rows written since the drop from the table"
+    )]
+    PublicationDropped {
+        /// Publication name.
+        publication: String,
+        /// Slot name.
+        slot: String,
+    },
     /// A configured table is not in the publication.
     #[error(
         "publication \"{publication}\" does not include table {table}; run ALTER PUBLICATION \"{publication}\" ADD TABLE {table}"
@@ -353,6 +365,12 @@ mod tests {
         });
         assert!(e.to_string().contains("pid 42"));
         assert!(e.is_retryable());
+        let e = Error::from(Precondition::PublicationDropped {
+            publication: "p".into(),
+            slot: "s".into(),
+        });
+        assert!(e.to_string().contains("pg_replication_slot_advance('s'"));
+        assert!(!e.is_retryable());
     }
 
     #[test]
