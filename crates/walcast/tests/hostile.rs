@@ -1052,8 +1052,23 @@ fn slot_dropped_under_a_running_source_with_create_true_is_created_again() {
     ));
 }
 
+/// The walsender's error when the publication is gone, with the way out.
+fn assert_publication_dropped(log: &str, names: &Names) {
+    assert!(
+        log.contains(&format!(
+            "publication \"{}\" does not exist at the slot's position",
+            names.publication
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("pg_replication_slot_advance('{}'", names.slot)),
+        "the fix: {log}"
+    );
+}
+
 #[test]
-fn publication_dropped_under_a_running_source_is_named() {
+fn publication_dropped_under_a_running_source_is_named_with_the_way_out() {
     let (db, names) = prepared_write_db("hostile_pub");
     let dir = tempfile::tempdir().unwrap();
     let cfg = source_config(
@@ -1068,20 +1083,75 @@ fn publication_dropped_under_a_running_source_is_named() {
     wait_ids(&names.topic, 1..4);
     db.psql(&format!("DROP PUBLICATION {}", names.publication));
     write_events(&db, 4..5);
-    let named = wait_until(Duration::from_secs(60), || {
-        source.log().contains(&format!(
-            "publication \"{}\" does not exist",
-            names.publication
-        ))
-    });
-    assert!(named, "{}", source.log());
+    let status = source.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", source.log());
+    assert_publication_dropped(&source.log(), &names);
     let got = wait_ids(&names.topic, 1..4);
-    assert_eq!(got.len(), 3, "{}", summary(&got));
-    source.stop();
-    let _ = pg().psql(
-        &db.name,
-        &format!("SELECT pg_drop_replication_slot('{}')", names.slot),
+    assert_eq!(
+        got.len(),
+        3,
+        "nothing before the drop is lost: {}",
+        summary(&got)
     );
+    db.psql(&format!(
+        "SELECT pg_drop_replication_slot('{}')",
+        names.slot
+    ));
+}
+
+#[test]
+fn publication_dropped_with_create_true_is_created_again_but_the_gap_needs_the_slot_moved() {
+    let (db, names) = prepared_write_db("hostile_pub_create");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = source_config(dir.path(), &db, &names, &[]);
+    let mut source = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
+    source.wait_for_log("source streaming", Duration::from_secs(90));
+    write_events(&db, 1..4);
+    wait_ids(&names.topic, 1..4);
+    db.psql(&format!("DROP PUBLICATION {}", names.publication));
+    write_events(&db, 4..5);
+    let status = source.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", source.log());
+    assert_publication_dropped(&source.log(), &names);
+
+    // A restart creates the publication again, and still cannot decode the gap.
+    let mut again = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
+    let status = again.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", again.log());
+    assert!(
+        again.log().contains("publication created"),
+        "{}",
+        again.log()
+    );
+    assert_publication_dropped(&again.log(), &names);
+
+    // The way out the error names: move the slot past the gap, start again.
+    db.psql(&format!(
+        "SELECT pg_replication_slot_advance('{}', pg_current_wal_lsn())",
+        names.slot
+    ));
+    let mut third = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
+    third.wait_for_log("source streaming", Duration::from_secs(90));
+    write_events(&db, 5..6);
+    let got = wait_ids(&names.topic, 5..6);
+    assert!(
+        got.iter().all(|r| r.header("id") != eid(4)),
+        "the event written while the publication was missing is not streamed: {}",
+        summary(&got)
+    );
+    assert_eq!(
+        db.psql(&format!(
+            "SELECT count(*) FROM outbox_messages WHERE id = '{}'",
+            eid(4)
+        )),
+        "1",
+        "it stays in the outbox table for the replay"
+    );
+    assert!(third.stop().success(), "{}", third.log());
+    db.psql(&format!(
+        "SELECT pg_drop_replication_slot('{}')",
+        names.slot
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
