@@ -191,8 +191,27 @@ impl ChangeStream {
                 Ok(Some(x)) => self.handle(x)?,
                 Ok(None) => self.lost(Error::Closed("streaming replication")),
                 Err(e) if e.is_retryable() => self.lost(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.explain(e)),
             }
+        }
+    }
+
+    /// The walsender's "publication does not exist" while streaming means the publication was
+    /// dropped under the slot; say what that means and how to get out of it.
+    fn explain(&self, e: Error) -> Error {
+        match &e {
+            Error::Server(s)
+                if s.code() == "42704"
+                    && s.message()
+                        .contains(&format!("\"{}\"", self.config.publication)) =>
+            {
+                Precondition::PublicationDropped {
+                    publication: self.config.publication.clone(),
+                    slot: self.config.slot.clone(),
+                }
+                .into()
+            }
+            _ => e,
         }
     }
 
@@ -244,11 +263,21 @@ impl ChangeStream {
     async fn open(&mut self) -> Result<FeedbackStream> {
         let cfg = &self.config;
         let client = connect_sql(&cfg.connect).await?;
-        let slot = slot_info(&client, &cfg.slot).await?.ok_or_else(|| {
-            Error::from(Precondition::SlotMissing {
-                slot: cfg.slot.clone(),
-            })
-        })?;
+        let slot = match slot_info(&client, &cfg.slot).await? {
+            Some(slot) => slot,
+            // Dropped under us. With `create` the slot is made again, at the current position:
+            // what was written while it was missing is not streamed (documented loss).
+            None if cfg.create => {
+                warn!(slot = %cfg.slot, confirmed = %self.confirmed, "replication slot is gone; creating it again at the current position (create = true): changes written while it was missing are not streamed, replay them from the tables");
+                ensure_slot(&client, &cfg.slot).await?.0
+            }
+            None => {
+                return Err(Precondition::SlotMissing {
+                    slot: cfg.slot.clone(),
+                }
+                .into());
+            }
+        };
         slot.check_usable(&self.facts.database)?;
         drop(client);
         let resume = self

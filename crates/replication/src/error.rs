@@ -58,7 +58,7 @@ pub enum Error {
     Decode(#[from] DecodeError),
 
     /// An error on the ordinary SQL (management) connection.
-    #[error("{context}: {source}")]
+    #[error("{context}: {text}{hint}", text = sql_text(source), hint = sql_hint(source))]
     Sql {
         /// What we were doing.
         context: String,
@@ -112,6 +112,35 @@ impl Error {
     pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let context = context.into();
         move |source| Error::Sql { context, source }
+    }
+}
+
+/// The server's message (tokio-postgres prints only "db error" for it), or the driver error
+/// with its cause.
+fn sql_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// The fix for the connection errors an operator causes.
+fn sql_hint(e: &tokio_postgres::Error) -> &'static str {
+    match e.code().map(|c| c.code()) {
+        Some("28P01") | Some("28000") => {
+            "; the server rejected the credentials: fix user and password in the dsn (or the \
+             server's pg_hba.conf)"
+        }
+        Some("3D000") => "; the database does not exist: create it or fix dbname in the dsn",
+        _ => "",
     }
 }
 
@@ -242,7 +271,7 @@ pub enum Precondition {
     },
     /// The slot does not exist and we were not asked to create it.
     #[error(
-        "replication slot \"{slot}\" does not exist; create it (walcast --create, or SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput'))"
+        "replication slot \"{slot}\" does not exist; create it (SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')), or let walcast create it ([postgres] create = true for walcast source, --create for walcast wal tail)"
     )]
     SlotMissing {
         /// Slot name.
@@ -257,6 +286,18 @@ pub enum Precondition {
         publication: String,
         /// The database we connected to.
         database: String,
+    },
+    /// The walsender found no publication at the WAL position it decodes: it was dropped under
+    /// a running slot. Postgres looks it up as of each change, so creating it again does not
+    /// help for the changes written while it was missing.
+    #[error(
+        "publication \"{publication}\" does not exist at the slot's position in the WAL (it was dropped while slot \"{slot}\" still had changes to decode); Postgres cannot decode changes written while it was missing, even after it is created again: create it again (CREATE PUBLICATION \"{publication}\" FOR TABLE ..., or let walcast create it), move the slot past the gap with SELECT pg_replication_slot_advance('{slot}', pg_current_wal_lsn()), and replay the rows written since the drop from the table"
+    )]
+    PublicationDropped {
+        /// Publication name.
+        publication: String,
+        /// Slot name.
+        slot: String,
     },
     /// A configured table is not in the publication.
     #[error(
@@ -324,6 +365,12 @@ mod tests {
         });
         assert!(e.to_string().contains("pid 42"));
         assert!(e.is_retryable());
+        let e = Error::from(Precondition::PublicationDropped {
+            publication: "p".into(),
+            slot: "s".into(),
+        });
+        assert!(e.to_string().contains("pg_replication_slot_advance('s'"));
+        assert!(!e.is_retryable());
     }
 
     #[test]

@@ -53,7 +53,16 @@ impl Stream {
             Host::Tcp(host) => {
                 let tcp = TcpStream::connect((host.as_str(), config.port()))
                     .await
-                    .map_err(|e| Error::io(format!("connecting to {host}:{}", config.port()), e))?;
+                    .map_err(|e| {
+                        Error::io(
+                            format!(
+                                "connecting to {host}:{} (check host and port in the dsn, and \
+                                 that Postgres is running and reachable there)",
+                                config.port()
+                            ),
+                            e,
+                        )
+                    })?;
                 tcp.set_nodelay(true)
                     .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
                 if config.ssl_mode() == SslMode::Disable {

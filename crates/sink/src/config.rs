@@ -250,7 +250,11 @@ impl SinkConfig {
                 *f = base.join(&*f);
             }
         }
-        config.validate()?;
+        // Name the file, as the loader's own errors do: an operator fixes it by editing it.
+        config.validate().map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
         Ok(config)
     }
 

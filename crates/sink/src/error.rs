@@ -36,7 +36,7 @@ pub enum Error {
     },
 
     /// A statement on a target database failed.
-    #[error("target {target}: {context}: {source}{hint}", hint = pg_hint(source))]
+    #[error("target {target}: {context}: {text}{hint}", text = pg_text(source), hint = pg_hint(source))]
     Postgres {
         target: String,
         context: String,
@@ -121,6 +121,23 @@ fn pg_retryable(e: &tokio_postgres::Error) -> bool {
         || code == "55006" // object in use
         || code == "58000"
         || code == "58030" // system / I/O error
+}
+
+/// The server's message (tokio-postgres prints only "db error" for it), or the driver error
+/// with its cause (e.g. the OS error behind "error connecting to server").
+fn pg_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// The fix for the Postgres errors an operator causes.

@@ -108,9 +108,9 @@ impl Sink {
         })
     }
 
-    /// Runs every target until `shutdown` completes. Fails at start if a target is
-    /// misconfigured (wrong credentials, missing database); a target that is merely down is
-    /// retried in the background while the others run.
+    /// Runs every target until `shutdown` completes. A target that is down or misconfigured
+    /// (wrong credentials, missing database) is retried in the background, named on `/ready`
+    /// and by `walcast_sink_target_up`, while the others run.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let config = &self.config;
         let dlq = Dlq::new(config)?;

@@ -123,8 +123,9 @@ async fn sync(
     Ok((store, partitions, stored))
 }
 
-/// Runs one target until `stop` turns true. Returns an error only for a non-retryable failure
-/// on the very first connection (a misconfigured target should stop the service at start).
+/// Runs one target until `stop` turns true. A target that cannot be used (down, or
+/// misconfigured: wrong credentials, missing database) is retried while the others run, so
+/// one bad target never stops the read DB and the other replicas.
 pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Result<()> {
     let source = Source::new(&ctx.config, &ctx.group)?;
     let positions: Arc<Mutex<Option<BTreeMap<i32, i64>>>> = Arc::default();
@@ -143,7 +144,6 @@ async fn consume(
 ) -> Result<()> {
     let config = &ctx.config;
     let mut backoff = Backoff::new(config);
-    let mut first = true;
     // After an error the database may be a new one (restored, re-created): apply the schema.
     let mut need_schema = true;
     // Batches of different partitions commit out of LSN order; the gauge shows the highest.
@@ -152,7 +152,17 @@ async fn consume(
     'connect: while !*stop.borrow() {
         let (mut store, mut partitions, mut stored) = match sync(ctx, source, need_schema).await {
             Ok(s) => s,
-            Err(e) if first && !e.is_retryable() => return Err(e),
+            // Needs an operator (wrong credentials, missing database): named in the log, on
+            // /ready and by walcast_sink_target_up, retried slowly; the other targets run on.
+            Err(e) if !e.is_retryable() => {
+                error!(target = %ctx.name, error = %e, "target needs an operator; retrying slowly");
+                ctx.readiness.down(&ctx.name, &e.to_string());
+                ctx.metrics.retries.inc();
+                if sleep_or_stop(Duration::from_millis(config.retry.max_backoff_ms), stop).await {
+                    break;
+                }
+                continue;
+            }
             Err(e) => {
                 warn!(target = %ctx.name, error = %e, retryable = e.is_retryable(), "target not available; retrying");
                 ctx.readiness.down(&ctx.name, &e.to_string());
@@ -163,7 +173,6 @@ async fn consume(
                 continue;
             }
         };
-        first = false;
         need_schema = false;
         backoff.reset();
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
