@@ -76,8 +76,15 @@ impl Dlq {
 
     /// Creates the dead-letter topic when missing (one partition per source partition).
     pub(crate) async fn ensure_topic(config: &SinkConfig, partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.kafka.brokers);
+        // The security settings (SASL, TLS) live here too.
+        for (k, v) in &config.kafka.properties {
+            if is_producer_property(k) {
+                c.set(k, v);
+            }
+        }
+        let admin: AdminClient<DefaultClientContext> = c
             .create()
             .map_err(Error::kafka("creating an admin client"))?;
         let topic = config.dlq_topic();
