@@ -536,10 +536,17 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         &["source", "--config", source_cfg.to_str().unwrap()],
         &[("WALCAST_POSTGRES__DSN", &good_dsn)],
     );
-    let named = source.wait_log("SASL authentication", Duration::from_secs(60));
+    let named = source.wait_log(
+        "check sasl.username, sasl.password and sasl.mechanism",
+        Duration::from_secs(60),
+    );
     source.stop();
     assert!(
-        named && source.output().contains("invalid credentials"),
+        named
+            && source.output().contains("invalid credentials")
+            && source
+                .output()
+                .contains("check sasl.username, sasl.password and sasl.mechanism"),
         "the source must name the SASL failure:\n{}",
         source.output()
     );
@@ -560,10 +567,17 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         &["sink", "--config", sink_cfg.to_str().unwrap()],
         &[],
     );
-    let named = sink.wait_log("SASL authentication", Duration::from_secs(60));
+    let named = sink.wait_log(
+        "check sasl.username, sasl.password and sasl.mechanism",
+        Duration::from_secs(60),
+    );
     sink.stop();
     assert!(
-        named && sink.output().contains("invalid credentials"),
+        named
+            && sink.output().contains("invalid credentials")
+            && sink
+                .output()
+                .contains("check sasl.username, sasl.password and sasl.mechanism"),
         "the sink must name the SASL failure:\n{}",
         sink.output()
     );
