@@ -1,7 +1,7 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use figment::error::Kind;
+use figment::error::{Actual, Kind};
 
 /// A configuration that cannot be used. The message names the key, the file and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,42 @@ pub enum ConfigError {
     Missing { path: PathBuf },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Whether a key path may hold a credential (`postgres.dsn`, `kafka.properties."sasl.password"`).
+fn is_secret_path(path: &[String]) -> bool {
+    path.iter().any(|p| {
+        let p = p.to_ascii_lowercase();
+        [
+            "password",
+            "secret",
+            "dsn",
+            "jaas",
+            "token",
+            "credential",
+            "key",
+        ]
+        .iter()
+        .any(|s| p.contains(s))
+            || p == "properties"
+    })
+}
+
+/// What was found, without the value unless it is a harmless number or boolean.
+fn describe(actual: &Actual, secret: bool) -> String {
+    match actual {
+        Actual::Str(_) => "a string".to_owned(),
+        Actual::Char(_) => "a character".to_owned(),
+        Actual::Bytes(_) => "bytes".to_owned(),
+        Actual::Other(_) => "a value".to_owned(),
+        Actual::Bool(_) | Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) if secret => {
+            match actual {
+                Actual::Bool(_) => "a boolean".to_owned(),
+                _ => "a number".to_owned(),
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 impl ConfigError {
@@ -65,6 +101,18 @@ impl ConfigError {
                     out,
                     "{source}: missing key `{}`; add it (see the connector files under connectors/)",
                     key(field)
+                ),
+                // The value is not echoed where it could be a secret: a string anywhere (a DSN
+                // given where a table belongs), anything under a secret-looking key.
+                Kind::InvalidType(actual, expected) => write!(
+                    out,
+                    "{source}: key `{parent}`: invalid type: found {}, expected {expected}",
+                    describe(actual, is_secret_path(&e.path))
+                ),
+                Kind::InvalidValue(actual, expected) => write!(
+                    out,
+                    "{source}: key `{parent}`: invalid value: found {}, expected {expected}",
+                    describe(actual, is_secret_path(&e.path))
                 ),
                 other => write!(out, "{source}: key `{parent}`: {other}"),
             };

@@ -24,9 +24,11 @@
 
 mod dsn;
 mod error;
+mod properties;
 
 pub use dsn::Dsn;
 pub use error::ConfigError;
+pub use properties::{KafkaProperties, is_secret_property};
 
 use std::path::Path;
 

@@ -128,3 +128,36 @@ fn a_missing_file_says_how_to_fix_it() {
     assert!(matches!(err, ConfigError::Missing { .. }));
     assert!(err.to_string().contains("--config"));
 }
+
+#[test]
+fn a_wrong_type_never_echoes_a_secret_value() {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Props {
+        properties: std::collections::BTreeMap<String, String>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct WithProps {
+        kafka: Props,
+        target: Option<Postgres>,
+    }
+    // A numeric SASL password (TOML integer where a string belongs).
+    let (_d, path) = write("[kafka.properties]\n\"sasl.password\" = 918273645\n");
+    let e = load_with_env::<WithProps>(&path, no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sasl.password") && e.contains("a number"), "{e}");
+    assert!(!e.contains("918273645"), "{e}");
+    // A DSN string where a table belongs.
+    let (_d, path) = write(
+        "target = \"host=db password=hunter2 dbname=x\"\n[kafka.properties]\n\"linger.ms\" = \"5\"\n",
+    );
+    let e = load_with_env::<WithProps>(&path, no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("target") && e.contains("a string"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}

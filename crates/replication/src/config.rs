@@ -160,6 +160,11 @@ impl ConnectConfig {
         self.application_name = Some(name.into());
         self
     }
+    /// Same settings, another limit on establishing the connection.
+    pub fn with_connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = Some(limit);
+        self
+    }
 
     /// The Unix socket file, for a [`Host::Unix`].
     pub(crate) fn socket_path(&self) -> Option<PathBuf> {
@@ -346,8 +351,14 @@ fn parse_key_values(s: &str) -> Result<Vec<(String, String)>> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
+            // The word may be the second half of an unquoted password with a space, so name
+            // the key before it instead of echoing it.
+            let after = match out.last() {
+                Some((k, _)) => format!("the value of '{k}'"),
+                None => "the start".to_owned(),
+            };
             return Err(Error::Config(format!(
-                "missing '=' after '{key}' in connection string; write key=value pairs separated by spaces"
+                "missing '=' after {after} in connection string; write key=value pairs separated by spaces and quote values with spaces (password='a b')"
             )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -454,7 +465,11 @@ fn percent_decode(s: &str) -> Result<String> {
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| {
-                    Error::Config(format!("invalid percent-encoding in URL component '{s}'"))
+                    // Not echoed: the component may be the password.
+                    Error::Config(
+                        "invalid percent-encoding in the URL; write '%' followed by two hex digits (%25 for a literal %)"
+                            .to_owned(),
+                    )
                 })?;
             out.push(hex);
             i += 3;
@@ -464,7 +479,7 @@ fn percent_decode(s: &str) -> Result<String> {
         }
     }
     String::from_utf8(out)
-        .map_err(|_| Error::Config(format!("URL component '{s}' is not UTF-8 once decoded")))
+        .map_err(|_| Error::Config("a URL component is not UTF-8 once percent-decoded".to_owned()))
 }
 
 #[cfg(test)]
@@ -550,6 +565,8 @@ mod tests {
             ("port=abc", "port 'abc'"),
             ("hots=x", "unknown connection option 'hots'"),
             ("host", "missing '='"),
+            ("password=a b", "missing '=' after the value of 'password'"),
+            ("postgres://u:se%zzret@h/d", "invalid percent-encoding"),
             ("password='open", "unterminated"),
             ("host=a,b", "several hosts"),
         ] {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use walcast_config::Dsn;
+use walcast_config::{Dsn, KafkaProperties};
 
 use crate::error::{Error, Result};
 
@@ -55,7 +55,7 @@ pub struct KafkaConfig {
     pub metadata_refresh_secs: u64,
     /// Extra librdkafka properties for consumers and the DLQ producer.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: KafkaProperties,
 }
 
 #[derive(Debug, Clone, Deserialize)]

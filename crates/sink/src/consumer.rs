@@ -23,6 +23,8 @@ pub(crate) struct Source {
     consumer: Arc<StreamConsumer>,
     topic: String,
     brokers: String,
+    /// The consumer's settings, for [`diagnose`](walcast_telemetry::kafka::diagnose).
+    client_config: ClientConfig,
 }
 
 impl std::fmt::Debug for Source {
@@ -50,22 +52,39 @@ pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
 
 impl Source {
     pub(crate) fn new(config: &SinkConfig, group: &str) -> Result<Source> {
-        let consumer: StreamConsumer =
-            client_config(config, group)
-                .create()
-                .map_err(Error::kafka(format!(
-                    "creating the consumer of group {group}"
-                )))?;
+        let client_config = client_config(config, group);
+        let consumer: StreamConsumer = client_config.create().map_err(Error::kafka(format!(
+            "creating the consumer of group {group}"
+        )))?;
         Ok(Source {
             consumer: Arc::new(consumer),
             topic: config.kafka.topic.clone(),
             brokers: config.kafka.brokers.clone(),
+            client_config,
         })
     }
 
-    /// The topic's partitions, sorted.
+    /// The topic's partitions, sorted. When the broker cannot be read, the error carries the
+    /// cause a second connection finds (refused TLS or SASL login): the metadata request
+    /// itself only times out.
     pub(crate) async fn partitions(&self) -> Result<Vec<i32>> {
-        topic_partitions(self.consumer.clone(), &self.topic, &self.brokers).await
+        match topic_partitions(self.consumer.clone(), &self.topic, &self.brokers).await {
+            Err(Error::Kafka { context, source }) => {
+                let config = self.client_config.clone();
+                let cause = tokio::task::spawn_blocking(move || {
+                    walcast_telemetry::kafka::diagnose(&config, Duration::from_secs(10))
+                })
+                .await
+                .ok()
+                .flatten();
+                let context = match cause {
+                    Some(cause) => format!("{context}: {cause}"),
+                    None => context,
+                };
+                Err(Error::Kafka { context, source })
+            }
+            other => other,
+        }
     }
 
     /// Consumes `partitions` from `offsets` (the stored next offsets), from the earliest
@@ -168,8 +187,13 @@ impl std::fmt::Debug for Watermarks {
 
 impl Watermarks {
     pub(crate) fn new(config: &SinkConfig) -> Result<Watermarks> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.kafka.brokers);
+        // The security settings (SASL, TLS) live here too.
+        for (k, v) in &config.kafka.properties {
+            c.set(k, v);
+        }
+        let consumer: BaseConsumer = c
             .set("log_level", "3")
             .create()
             .map_err(Error::kafka("creating the watermark client"))?;

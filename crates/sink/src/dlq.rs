@@ -76,17 +76,40 @@ impl Dlq {
 
     /// Creates the dead-letter topic when missing (one partition per source partition).
     pub(crate) async fn ensure_topic(config: &SinkConfig, partitions: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka.brokers)
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.kafka.brokers);
+        // The security settings (SASL, TLS) live here too.
+        for (k, v) in &config.kafka.properties {
+            if is_producer_property(k) {
+                c.set(k, v);
+            }
+        }
+        let admin: AdminClient<DefaultClientContext> = c
             .create()
             .map_err(Error::kafka("creating an admin client"))?;
         let topic = config.dlq_topic();
         let new = NewTopic::new(&topic, partitions.max(1), TopicReplication::Fixed(-1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = admin
-            .create_topics([&new], &opts)
-            .await
-            .map_err(Error::kafka(format!("creating topic {topic}")))?;
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(15)));
+        let results = match admin.create_topics([&new], &opts).await {
+            Ok(r) => r,
+            Err(source) => {
+                // The request only times out when the broker refuses TLS or the login: ask a
+                // second connection why.
+                let cause = tokio::task::spawn_blocking(move || {
+                    walcast_telemetry::kafka::diagnose(&c, Duration::from_secs(10))
+                })
+                .await
+                .ok()
+                .flatten();
+                let context = match cause {
+                    Some(cause) => format!("creating topic {topic}: {cause}"),
+                    None => format!("creating topic {topic}"),
+                };
+                return Err(Error::Kafka { context, source });
+            }
+        };
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

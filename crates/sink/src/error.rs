@@ -35,6 +35,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A target database could not be reached, refused TLS or the credentials.
+    #[error("target {target}: {source}{hint}", hint = connect_hint(source))]
+    Connect {
+        target: String,
+        // Boxed: the replication error is large and this path is cold.
+        #[source]
+        source: Box<walcast_replication::Error>,
+    },
+
     /// A statement on a target database failed.
     #[error("target {target}: {context}: {text}{hint}", text = pg_text(source), hint = pg_hint(source))]
     Postgres {
@@ -70,6 +79,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Load(_) | Error::SchemaFile { .. } | Error::Admin(_) => false,
             Error::Postgres { source, .. } => pg_retryable(source),
+            Error::Connect { source, .. } => source.is_retryable(),
             Error::Kafka { source, .. } => !matches!(source, KafkaError::ClientCreation(_)),
             Error::NoTopic { .. } => true,
         }
@@ -137,6 +147,23 @@ fn pg_text(e: &tokio_postgres::Error) -> String {
     match std::error::Error::source(e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
+    }
+}
+
+/// The fix for a connection refused for a reason an operator causes.
+fn connect_hint(e: &walcast_replication::Error) -> &'static str {
+    match e.sqlstate() {
+        Some("28P01") => {
+            "; the target rejected the password: fix user/password in the target's dsn"
+        }
+        Some("28000") => {
+            "; the target refused the login (pg_hba.conf or role): check user, sslmode and \
+             pg_hba.conf for this host"
+        }
+        Some("3D000") => {
+            "; the database does not exist: create it or fix dbname in the target's dsn"
+        }
+        _ => "",
     }
 }
 

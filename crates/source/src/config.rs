@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use walcast_config::{ConfigError, Dsn};
+use walcast_config::{ConfigError, Dsn, KafkaProperties};
 use walcast_replication::{Backoff, TableName};
 
 use crate::outbox::TopicTemplate;
@@ -131,7 +131,7 @@ pub struct KafkaConfig {
     pub shutdown_timeout_secs: u64,
     /// Extra librdkafka producer settings (not the ones the delivery rule depends on).
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: KafkaProperties,
 }
 
 #[derive(Debug, Clone, Deserialize)]

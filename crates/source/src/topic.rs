@@ -10,7 +10,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::info;
 
 use crate::error::{Error, Result};
@@ -89,14 +89,16 @@ impl TopicAdmin {
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(30)))
             .request_timeout(Some(Duration::from_secs(15)));
-        let results = self
-            .admin
-            .create_topics([&new], &opts)
-            .await
-            .map_err(Error::kafka(format!(
-                "creating topic {topic} on {} (is the broker running?)",
-                self.brokers
-            )))?;
+        let results = match self.admin.create_topics([&new], &opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                let context = format!(
+                    "creating topic {topic} on {} (is the broker running?)",
+                    self.brokers
+                );
+                return Err(self.explained(context, e).await);
+            }
+        };
         for r in results {
             match r {
                 Ok(_) => {
@@ -169,6 +171,23 @@ impl TopicAdmin {
         Ok(layout)
     }
 
+    /// A Kafka error with the broker-side cause (refused TLS or SASL login, unreachable) when
+    /// a second connection finds one: the operation itself only says it timed out.
+    async fn explained(&self, context: String, source: KafkaError) -> Error {
+        let config = self.config.clone();
+        let cause = tokio::task::spawn_blocking(move || {
+            walcast_telemetry::kafka::diagnose(&config, Duration::from_secs(10))
+        })
+        .await
+        .ok()
+        .flatten();
+        let context = match cause {
+            Some(cause) => format!("{context}: {cause}"),
+            None => context,
+        };
+        Error::Kafka { context, source }
+    }
+
     /// Partitions and replication factor of an existing topic.
     pub async fn layout(&self, topic: &str) -> Result<TopicLayout> {
         let config = self.config.clone();
@@ -192,7 +211,13 @@ impl TopicAdmin {
         .map_err(|e| Error::Topic {
             topic: topic.to_owned(),
             problem: format!("metadata lookup failed: {e}"),
-        })??;
+        })?;
+        let found = match found {
+            Err(Error::Kafka { context, source }) => {
+                return Err(self.explained(context, source).await);
+            }
+            other => other?,
+        };
         found.ok_or_else(|| Error::Topic {
             topic: topic.to_owned(),
             problem: "does not exist; create it (walcast topic create) or set [kafka] create_topics = true".into(),

@@ -14,6 +14,7 @@ use tempfile::TempDir;
 
 use crate::ports::free_port;
 use crate::process;
+use crate::tls::ServerCerts;
 use crate::{KitError, repo_root};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -25,7 +26,20 @@ pub struct Kafka {
     install: PathBuf,
     port: u16,
     child: Option<Child>,
+    secure: Option<SecureListener>,
 }
+
+/// The `SASL_SSL` listener of a broker started with [`Kafka::start_secure`].
+#[derive(Debug, Clone)]
+struct SecureListener {
+    port: u16,
+    ca: PathBuf,
+    user: String,
+    password: String,
+}
+
+/// The SCRAM mechanism of the secure listener.
+const SCRAM: &str = "SCRAM-SHA-256";
 
 impl Kafka {
     /// The broker shared by every test of this test binary, started on first use.
@@ -40,9 +54,31 @@ impl Kafka {
             .map_err(|e| KitError::Kafka(format!("the shared broker failed to start: {e}")))
     }
 
+    /// The secure broker ([`Kafka::start_secure`]) shared by every test of this test binary.
+    pub fn shared_secure() -> Result<&'static Kafka, KitError> {
+        static SHARED: OnceLock<Result<Kafka, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Kafka::start_secure().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| KitError::Kafka(format!("the shared secure broker failed to start: {e}")))
+    }
+
     /// Starts a private broker (fetching Kafka from Maven Central first if this machine has
     /// never done so).
     pub fn start() -> Result<Kafka, KitError> {
+        Kafka::start_with(false)
+    }
+
+    /// Starts a private broker with a second, `SASL_SSL` listener for clients: TLS with a
+    /// throwaway CA ([`Kafka::ca_file`]) and SCRAM-SHA-256 for a user created when the storage
+    /// is formatted. [`Kafka::secure_bootstrap`] and [`Kafka::secure_properties`] are what a
+    /// client needs. The plaintext listener ([`Kafka::bootstrap`]) stays, for the kit and for
+    /// tests that inspect topics; the controller listener stays plaintext too.
+    pub fn start_secure() -> Result<Kafka, KitError> {
+        Kafka::start_with(true)
+    }
+
+    fn start_with(secure: bool) -> Result<Kafka, KitError> {
         let install = installation()?;
         let dir = tempfile::Builder::new()
             .prefix("walcast-kafka-")
@@ -51,7 +87,20 @@ impl Kafka {
         process::claim_dir(dir.path())?;
         let port = free_port()?;
         let controller_port = free_port()?;
-        let properties = render_properties(port, controller_port, &dir.path().join("logs"))?;
+        let mut properties = render_properties(port, controller_port, &dir.path().join("logs"))?;
+        let secure = if secure {
+            let certs = ServerCerts::generate(dir.path())?;
+            let listener = SecureListener {
+                port: free_port()?,
+                ca: certs.ca.clone(),
+                user: "walcast".to_owned(),
+                password: uuid::Uuid::new_v4().simple().to_string(),
+            };
+            properties = add_sasl_ssl_listener(&properties, listener.port, &certs);
+            Some(listener)
+        } else {
+            None
+        };
         let props_path = dir.path().join("server.properties");
         std::fs::write(&props_path, properties).map_err(KitError::io(&props_path))?;
 
@@ -61,6 +110,11 @@ impl Kafka {
             .arg("kafka.tools.StorageTool")
             .args(["format", "--standalone", "-t", &cluster_id[..22], "-c"])
             .arg(&props_path);
+        if let Some(l) = &secure {
+            format
+                .arg("--add-scram")
+                .arg(format!("{SCRAM}=[name={},password={}]", l.user, l.password));
+        }
         process::run(&mut format)?;
 
         let mut kafka = Kafka {
@@ -68,6 +122,7 @@ impl Kafka {
             install,
             port,
             child: None,
+            secure,
         };
         kafka.launch()?;
         Ok(kafka)
@@ -80,6 +135,36 @@ impl Kafka {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `host:port` of the `SASL_SSL` listener of a [`Kafka::start_secure`] broker.
+    pub fn secure_bootstrap(&self) -> Option<String> {
+        self.secure
+            .as_ref()
+            .map(|l| format!("127.0.0.1:{}", l.port))
+    }
+
+    /// The CA that signed the secure listener's certificate (PEM).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.secure.as_ref().map(|l| l.ca.as_path())
+    }
+
+    /// The librdkafka settings for the secure listener, the SCRAM password included:
+    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
+    /// `ssl.ca.location`.
+    pub fn secure_properties(&self) -> Option<Vec<(String, String)>> {
+        let l = self.secure.as_ref()?;
+        Some(
+            [
+                ("security.protocol", "SASL_SSL".to_owned()),
+                ("sasl.mechanism", SCRAM.to_owned()),
+                ("sasl.username", l.user.clone()),
+                ("sasl.password", l.password.clone()),
+                ("ssl.ca.location", l.ca.display().to_string()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v))
+            .to_vec(),
+        )
     }
 
     pub fn log_file(&self) -> PathBuf {
@@ -217,6 +302,34 @@ fn render_properties(port: u16, controller_port: u16, logs: &Path) -> Result<Str
         .replace("@PORT@", &port.to_string())
         .replace("@CONTROLLER_PORT@", &controller_port.to_string())
         .replace("@LOG_DIRS@", &logs.display().to_string()))
+}
+
+/// Adds a `SASL_SSL` listener on `port` to rendered server properties: SCRAM-SHA-256 over TLS
+/// with the PEM certificate chain and key given inline (Java's `\n` escapes keep them one line).
+fn add_sasl_ssl_listener(properties: &str, port: u16, certs: &ServerCerts) -> String {
+    let mut out = String::with_capacity(properties.len() + 4096);
+    for line in properties.lines() {
+        out.push_str(line);
+        if line.starts_with("listeners=") || line.starts_with("advertised.listeners=") {
+            out.push_str(&format!(",SASL_SSL://127.0.0.1:{port}"));
+        } else if line.starts_with("listener.security.protocol.map=") {
+            out.push_str(",SASL_SSL:SASL_SSL");
+        }
+        out.push('\n');
+    }
+    let one_line = |pem: &str| pem.trim_end().replace('\n', "\\n");
+    out.push_str(&format!(
+        "\n# SASL_SSL for clients (walcast test kit)\n\
+         sasl.enabled.mechanisms={SCRAM}\n\
+         listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=\
+         org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+         listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
+         listener.name.sasl_ssl.ssl.keystore.certificate.chain={}\n\
+         listener.name.sasl_ssl.ssl.keystore.key={}\n",
+        one_line(&certs.chain_pem),
+        one_line(&certs.key_pem)
+    ));
+    out
 }
 
 fn metadata_consumer(bootstrap: &str) -> Option<BaseConsumer> {

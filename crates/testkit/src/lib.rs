@@ -10,6 +10,9 @@
 //!   `java`, from jars that `scripts/fetch-kafka.sh` resolves from Maven Central once per
 //!   machine. A JVM is expensive on a two-core machine, so a test binary shares one broker
 //!   ([`Kafka::shared`]) and gives each test its own topic names ([`unique_name`]).
+//! * Security: [`PostgresBuilder::tls_scram`] makes a cluster's TCP port TLS-only with
+//!   SCRAM-SHA-256 passwords, and [`Kafka::start_secure`] adds a `SASL_SSL` (SCRAM-SHA-256)
+//!   listener; both use a throwaway CA generated with the `openssl` crate.
 //!
 //! Teardown: dropping a handle kills its process and removes its directory, also while a test
 //! panics. Processes are started with a parent-death signal, so even a test binary killed with
@@ -27,6 +30,7 @@ mod kafka;
 mod ports;
 mod postgres;
 mod process;
+mod tls;
 
 pub use error::KitError;
 pub use kafka::Kafka;

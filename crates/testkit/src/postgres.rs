@@ -9,6 +9,7 @@ use tempfile::TempDir;
 
 use crate::ports::free_port;
 use crate::process::{self, RunAs};
+use crate::tls::ServerCerts;
 use crate::{KitError, repo_root};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,6 +22,15 @@ pub struct Postgres {
     port: u16,
     run_as: Option<RunAs>,
     child: Option<Child>,
+    tls: Option<TlsLogin>,
+}
+
+/// What a client needs for a cluster started with [`PostgresBuilder::tls_scram`].
+#[derive(Debug, Clone)]
+struct TlsLogin {
+    ca: PathBuf,
+    user: String,
+    password: String,
 }
 
 /// Settings for [`Postgres`] beyond the defaults (`wal_level = logical`, trust on loopback).
@@ -29,6 +39,7 @@ pub struct PostgresBuilder {
     settings: Vec<(String, String)>,
     hba_lines: Vec<String>,
     port: Option<u16>,
+    tls_scram: Option<(String, String)>,
 }
 
 impl PostgresBuilder {
@@ -41,6 +52,20 @@ impl PostgresBuilder {
     /// Adds a `pg_hba.conf` line ahead of the default trust lines, so it takes precedence.
     pub fn hba_line(mut self, line: &str) -> Self {
         self.hba_lines.push(line.to_owned());
+        self
+    }
+
+    /// TCP only with TLS and SCRAM-SHA-256 passwords, as production should be.
+    ///
+    /// Generates a throwaway CA and a server certificate for 127.0.0.1 (key file mode 0600,
+    /// owned by the server's OS user), turns `ssl` on, rejects every TCP connection without
+    /// TLS (`hostnossl ... reject`) and asks for a SCRAM-SHA-256 password on every TLS one,
+    /// replication included. `user` is created as a superuser with `password` once the cluster
+    /// is up. [`Postgres::secure_dsn`] gives a `sslmode=verify-full` DSN for it and
+    /// [`Postgres::ca_file`] the CA. The kit itself (and [`Postgres::dsn`]) uses the Unix
+    /// socket, where `postgres` is still trusted.
+    pub fn tls_scram(mut self, user: &str, password: &str) -> Self {
+        self.tls_scram = Some((user.to_owned(), password.to_owned()));
         self
     }
 
@@ -81,14 +106,44 @@ impl PostgresBuilder {
              log_min_messages = warning\nlog_line_prefix = '%m [%p] %d '\n",
             sock = dir.path().display()
         ));
+        let mut hba_lines = self.hba_lines.clone();
+        let mut tls = None;
+        if let Some((user, password)) = &self.tls_scram {
+            let certs = ServerCerts::generate(dir.path())?;
+            if let Some(r) = run_as {
+                // Postgres refuses a key file that is not its own or readable by others.
+                r.chown(&certs.key)?;
+                r.chown(&certs.chain)?;
+            }
+            conf.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n\
+                 password_encryption = 'scram-sha-256'\n",
+                certs.chain.display(),
+                certs.key.display()
+            ));
+            hba_lines.extend(
+                [
+                    "hostssl all all 127.0.0.1/32 scram-sha-256",
+                    "hostssl replication all 127.0.0.1/32 scram-sha-256",
+                    "hostnossl all all 0.0.0.0/0 reject",
+                    "hostnossl replication all 0.0.0.0/0 reject",
+                ]
+                .map(str::to_owned),
+            );
+            tls = Some(TlsLogin {
+                ca: certs.ca,
+                user: user.clone(),
+                password: password.clone(),
+            });
+        }
         for (k, v) in &self.settings {
             conf.push_str(&format!("{k} = {v}\n"));
         }
         append(&data.join("postgresql.conf"), &conf)?;
-        if !self.hba_lines.is_empty() {
+        if !hba_lines.is_empty() {
             let hba_path = data.join("pg_hba.conf");
             let old = std::fs::read_to_string(&hba_path).map_err(KitError::io(&hba_path))?;
-            let new = format!("{}\n{old}", self.hba_lines.join("\n"));
+            let new = format!("{}\n{old}", hba_lines.join("\n"));
             std::fs::write(&hba_path, new).map_err(KitError::io(&hba_path))?;
         }
 
@@ -98,8 +153,19 @@ impl PostgresBuilder {
             port,
             run_as,
             child: None,
+            tls,
         };
         pg.launch()?;
+        if let Some(t) = pg.tls.clone() {
+            pg.psql(
+                "postgres",
+                &format!(
+                    "CREATE ROLE \"{}\" LOGIN SUPERUSER PASSWORD '{}'",
+                    t.user,
+                    t.password.replace('\'', "''")
+                ),
+            )?;
+        }
         Ok(pg)
     }
 }
@@ -135,12 +201,42 @@ impl Postgres {
         self.dir.path().join("postgres.log")
     }
 
-    /// A libpq key=value connection string for `db` as the superuser `postgres` (trust auth).
+    /// A libpq key=value connection string for `db` as the superuser `postgres` (trust auth):
+    /// over TCP, or over the Unix socket for a [`tls_scram`](PostgresBuilder::tls_scram)
+    /// cluster, whose TCP port wants TLS and a password.
     pub fn dsn(&self, db: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            "host={} port={} user=postgres dbname={db}",
+            self.psql_host(),
             self.port
         )
+    }
+
+    /// For a [`tls_scram`](PostgresBuilder::tls_scram) cluster: a DSN for `db` as its password
+    /// role over TLS, checking the certificate and host name (`sslmode=verify-full`).
+    pub fn secure_dsn(&self, db: &str) -> Option<String> {
+        let t = self.tls.as_ref()?;
+        Some(format!(
+            "host=127.0.0.1 port={} user={} password='{}' dbname={db} sslmode=verify-full sslrootcert={}",
+            self.port,
+            t.user,
+            t.password.replace('\\', "\\\\").replace('\'', "\\'"),
+            t.ca.display()
+        ))
+    }
+
+    /// For a [`tls_scram`](PostgresBuilder::tls_scram) cluster: the CA that signed the
+    /// server certificate (PEM), for `sslrootcert`.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// Where the kit's own `psql` connects: loopback TCP, or the socket when TCP needs TLS.
+    fn psql_host(&self) -> String {
+        match self.tls {
+            Some(_) => self.dir.path().display().to_string(),
+            None => "127.0.0.1".to_owned(),
+        }
     }
 
     /// Runs SQL with `psql` and returns its unaligned, tuples-only output, trimmed.
@@ -155,7 +251,7 @@ impl Postgres {
                     "-v",
                     "ON_ERROR_STOP=1",
                     "-h",
-                    "127.0.0.1",
+                    &self.psql_host(),
                 ])
                 .args([
                     "-U",
@@ -239,7 +335,7 @@ impl Postgres {
             .args([
                 "-q",
                 "-h",
-                "127.0.0.1",
+                &self.psql_host(),
                 "-p",
                 &self.port.to_string(),
                 "-U",

@@ -49,6 +49,56 @@ fn postgres_runs_with_logical_wal_and_restarts_after_a_crash() {
 }
 
 #[test]
+fn tls_scram_cluster_wants_tls_and_a_password_on_tcp() {
+    let pg = Postgres::builder()
+        .tls_scram("kit_user", "kit pass'word")
+        .start()
+        .expect("start postgres with TLS");
+    // The kit's own psql goes through the socket, where postgres is trusted.
+    assert_eq!(pg.psql("postgres", "SHOW ssl").unwrap(), "on");
+    let psql = |dsn: &str| {
+        std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args([
+                "-X",
+                "-At",
+                "-c",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ])
+            .arg(dsn)
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap()
+    };
+    let dsn = pg.secure_dsn("postgres").unwrap();
+    assert!(dsn.contains("sslmode=verify-full"), "{dsn}");
+    let ok = psql(&dsn);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "t");
+    let plain = psql(&format!(
+        "host=127.0.0.1 port={} user=kit_user dbname=postgres sslmode=disable",
+        pg.port()
+    ));
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("rejects connection"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let wrong = psql(&dsn.replace("kit pass\\'word", "wrong"));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let ca = std::fs::read_to_string(pg.ca_file().unwrap()).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+#[test]
 fn clusters_are_independent_and_gone_after_drop() {
     let a = Postgres::start().unwrap();
     let b = Postgres::start().unwrap();

@@ -24,7 +24,9 @@ enum SchemaAction {
         #[arg(value_enum)]
         schema: Schema,
         /// Connection string of the database to apply it to.
-        #[arg(long, env = "WALCAST_DSN")]
+        /// Same dialect as the connector files: TLS by `sslmode` (`verify-full` with
+        /// `sslrootcert=/path/ca.pem`), SCRAM passwords.
+        #[arg(long, env = "WALCAST_DSN", hide_env_values = true)]
         dsn: String,
     },
     /// Print the SQL instead of applying it.
@@ -66,10 +68,12 @@ pub async fn run(args: SchemaArgs) -> anyhow::Result<()> {
 
 /// Applies `sql` in one transaction, so a failure leaves the database as it was.
 pub async fn apply(dsn: &Dsn, sql: &str) -> anyhow::Result<()> {
-    let (mut client, connection) = tokio_postgres::connect(dsn.expose(), tokio_postgres::NoTls)
+    let config = walcast_replication::ConnectConfig::parse(dsn.expose())
+        .with_context(|| format!("the dsn {dsn} does not parse"))?
+        .with_application_name("walcast-schema");
+    let mut client = walcast_replication::management::connect_sql(&config)
         .await
         .with_context(|| format!("cannot connect to {dsn}"))?;
-    let conn = tokio::spawn(connection);
     let tx = client.transaction().await?;
     // Concurrent appliers (several services starting at once) would race on CREATE ... IF NOT
     // EXISTS; one advisory lock per database serialises them.
@@ -79,7 +83,5 @@ pub async fn apply(dsn: &Dsn, sql: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("applying schema to {dsn}"))?;
     tx.commit().await?;
-    drop(client);
-    let _ = conn.await;
     Ok(())
 }

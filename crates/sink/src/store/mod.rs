@@ -27,8 +27,10 @@ mod apply;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 use tracing::{debug, warn};
+use walcast_replication::ConnectConfig;
+use walcast_replication::management::connect_sql;
 
 use crate::dlq::{DeadLetter, Dlq};
 use crate::error::{Error, Result};
@@ -84,28 +86,26 @@ impl Store {
         group: &str,
         topic: &str,
     ) -> Result<Store> {
-        let mut config: tokio_postgres::Config = dsn.parse().map_err(|e| {
+        // The source's DSN dialect and transport: TLS by sslmode (verify-full with
+        // sslrootcert), SCRAM, TCP keepalive, and a password that never reaches a message.
+        let mut config = ConnectConfig::parse(dsn).map_err(|e| {
             Error::Config(format!(
                 "target {target}: the dsn does not parse ({e}); fix dsn under [targets.{target}]"
             ))
         })?;
-        if config.get_application_name().is_none() {
-            config.application_name("walcast-sink");
+        if config.application_name().is_none() {
+            config = config.with_application_name("walcast-sink");
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
+        if config.connect_timeout().is_none() {
+            config = config.with_connect_timeout(Duration::from_secs(5));
         }
-        config.keepalives_idle(Duration::from_secs(30));
-        let (client, connection) = config
-            .connect(NoTls)
+        let client = connect_sql(&config)
             .await
-            .map_err(Error::pg(target, "connecting"))?;
-        let name = target.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(target = %name, error = %e, "target connection ended");
-            }
-        });
+            .map_err(|source| Error::Connect {
+                target: target.to_owned(),
+                source: Box::new(source),
+            })?;
+        debug!(target = %target, dsn = %config, "target connected");
         Ok(Store {
             target: target.to_owned(),
             group: group.to_owned(),
