@@ -70,17 +70,8 @@ impl Source {
     pub(crate) async fn partitions(&self) -> Result<Vec<i32>> {
         match topic_partitions(self.consumer.clone(), &self.topic, &self.brokers).await {
             Err(Error::Kafka { context, source }) => {
-                let config = self.client_config.clone();
-                let cause = tokio::task::spawn_blocking(move || {
-                    walcast_telemetry::kafka::diagnose(&config, Duration::from_secs(10))
-                })
-                .await
-                .ok()
-                .flatten();
-                let context = match cause {
-                    Some(cause) => format!("{context}: {cause}"),
-                    None => context,
-                };
+                let context =
+                    walcast_telemetry::kafka::with_cause(&self.client_config, context).await;
                 Err(Error::Kafka { context, source })
             }
             other => other,

@@ -97,16 +97,9 @@ impl Dlq {
             Err(source) => {
                 // The request only times out when the broker refuses TLS or the login: ask a
                 // second connection why.
-                let cause = tokio::task::spawn_blocking(move || {
-                    walcast_telemetry::kafka::diagnose(&c, Duration::from_secs(10))
-                })
-                .await
-                .ok()
-                .flatten();
-                let context = match cause {
-                    Some(cause) => format!("creating topic {topic}: {cause}"),
-                    None => format!("creating topic {topic}"),
-                };
+                let context =
+                    walcast_telemetry::kafka::with_cause(&c, format!("creating topic {topic}"))
+                        .await;
                 return Err(Error::Kafka { context, source });
             }
         };

@@ -77,6 +77,20 @@ pub fn diagnose(config: &ClientConfig, within: Duration) -> Option<String> {
     None
 }
 
+/// `context`, with the broker-side cause appended when [`diagnose`] finds one within 10 s
+/// (run on the blocking pool): for errors of operations that only time out.
+pub async fn with_cause(config: &ClientConfig, context: String) -> String {
+    let config = config.clone();
+    let cause = tokio::task::spawn_blocking(move || diagnose(&config, Duration::from_secs(10)))
+        .await
+        .ok()
+        .flatten();
+    match cause {
+        Some(cause) => format!("{context}: {cause}"),
+        None => context,
+    }
+}
+
 /// A broker-side reason with the setting that fixes it.
 pub fn explain(reason: &str) -> String {
     let lower = reason.to_ascii_lowercase();

@@ -110,6 +110,20 @@ impl Walcast {
         }
     }
 
+    /// Waits (60 s at most) until the log names `fix`, stops the process, asserts the log also
+    /// names `cause`, and returns the whole log.
+    fn stop_once_named(mut self, cause: &str, fix: &str) -> String {
+        let named = self.wait_log(fix, Duration::from_secs(60));
+        self.stop();
+        let out = self.output();
+        assert!(
+            named && out.contains(cause),
+            "{} must name {cause:?} and {fix:?}:\n{out}",
+            self.log.display()
+        );
+        out
+    }
+
     /// SIGTERM, then SIGKILL after 20 s.
     fn stop(&mut self) {
         if self.child.try_wait().unwrap().is_none() {
@@ -498,29 +512,19 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         kafka,
         &kafka_password,
     );
-    let mut sink = Walcast::spawn(
+    // A misconfigured target does not stop the sink (the other targets keep flowing, see
+    // tests/hostile.rs): it is retried slowly and named with the cause and the fix.
+    let sink = Walcast::spawn(
         dir.path(),
         "sink-bad-pg",
         &["sink", "--config", sink_cfg.to_str().unwrap()],
         &[],
     );
-    // A misconfigured target does not stop the sink (the other targets keep flowing, see
-    // tests/hostile.rs): it is retried slowly and named with the cause and the fix.
-    assert!(
-        sink.wait_log(
-            "fix user/password in the target's dsn",
-            Duration::from_secs(60)
-        ),
-        "a wrong target password must be named with the fix: {}",
-        sink.output()
+    let out = sink.stop_once_named(
+        "password authentication failed",
+        "fix user/password in the target's dsn",
     );
-    assert!(
-        sink.output().contains("password authentication failed"),
-        "{}",
-        sink.output()
-    );
-    sink.stop();
-    logs.push(("sink-bad-pg", sink.output()));
+    logs.push(("sink-bad-pg", out));
 
     // Kafka: a wrong SASL password is reported as an authentication failure.
     let source_cfg = source_config(
@@ -532,27 +536,17 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         kafka,
         &wrong_sasl,
     );
-    let mut source = Walcast::spawn(
+    let source = Walcast::spawn(
         dir.path(),
         "source-bad-sasl",
         &["source", "--config", source_cfg.to_str().unwrap()],
         &[("WALCAST_POSTGRES__DSN", &good_dsn)],
     );
-    let named = source.wait_log(
+    let out = source.stop_once_named(
+        "invalid credentials",
         "check sasl.username, sasl.password and sasl.mechanism",
-        Duration::from_secs(60),
     );
-    source.stop();
-    assert!(
-        named
-            && source.output().contains("invalid credentials")
-            && source
-                .output()
-                .contains("check sasl.username, sasl.password and sasl.mechanism"),
-        "the source must name the SASL failure:\n{}",
-        source.output()
-    );
-    logs.push(("source-bad-sasl", source.output()));
+    logs.push(("source-bad-sasl", out));
 
     let good_target = [("read", secure_dsn(&pg, &read_db, PG_USER, &pg_password))];
     let sink_cfg = sink_config(
@@ -563,27 +557,17 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         kafka,
         &wrong_sasl,
     );
-    let mut sink = Walcast::spawn(
+    let sink = Walcast::spawn(
         dir.path(),
         "sink-bad-sasl",
         &["sink", "--config", sink_cfg.to_str().unwrap()],
         &[],
     );
-    let named = sink.wait_log(
+    let out = sink.stop_once_named(
+        "invalid credentials",
         "check sasl.username, sasl.password and sasl.mechanism",
-        Duration::from_secs(60),
     );
-    sink.stop();
-    assert!(
-        named
-            && sink.output().contains("invalid credentials")
-            && sink
-                .output()
-                .contains("check sasl.username, sasl.password and sasl.mechanism"),
-        "the sink must name the SASL failure:\n{}",
-        sink.output()
-    );
-    logs.push(("sink-bad-sasl", sink.output()));
+    logs.push(("sink-bad-sasl", out));
 
     assert_no_secret(
         &logs,

@@ -117,6 +117,27 @@ fn unclaim(c: &Counters, n: u64) {
     c.claimed.fetch_sub(n, Ordering::SeqCst);
 }
 
+/// A failed write of `n` events: counted, its budget given back, retried after 200 ms unless
+/// the writer has been failing for longer than its patience.
+async fn failed(
+    c: &Counters,
+    n: u64,
+    spec: &LoadSpec,
+    failing_since: &mut Option<Instant>,
+    who: &str,
+    why: &str,
+) {
+    c.failures.fetch_add(1, Ordering::SeqCst);
+    unclaim(c, n);
+    let since = *failing_since.get_or_insert_with(Instant::now);
+    assert!(
+        since.elapsed() < spec.patience,
+        "{who} could not write for {:?}: {why}",
+        spec.patience
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 enum Op {
     Create,
     Rename,
@@ -214,82 +235,62 @@ impl Writer {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
                 client = connect(&dsn).await.ok();
             }
+            let before = self.products.clone();
             let result = match client.as_mut() {
                 Some(cl) => self.sql_tx(cl, n).await,
                 None => Err("cannot connect".to_owned()),
             };
             match result {
-                Ok((written, created, deleted)) => {
+                Ok(written) => {
                     c.committed.fetch_add(written, Ordering::SeqCst);
-                    self.products.extend(created);
-                    self.products.retain(|p| !deleted.contains(p));
-                    // Events that found no row (none here: each writer owns its products)
-                    // still count against the budget only when written.
+                    // An event whose row was gone (a delete committed in a lost reply)
+                    // writes nothing; only written events count against the budget.
                     if written < n {
                         unclaim(&c, n - written);
                     }
                     failing_since = None;
                 }
                 Err(e) => {
-                    c.failures.fetch_add(1, Ordering::SeqCst);
-                    unclaim(&c, n);
+                    self.products = before;
                     client = None;
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    assert!(
-                        since.elapsed() < spec.patience,
-                        "SQL writer {} could not write for {:?}: {e}",
-                        self.id,
-                        spec.patience
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let who = format!("SQL writer {}", self.id);
+                    failed(&c, n, &spec, &mut failing_since, &who, &e).await;
                 }
             }
         }
     }
 
-    /// One transaction of `n` events: (outbox rows written, products created, products deleted).
-    async fn sql_tx(
-        &mut self,
-        client: &mut tokio_postgres::Client,
-        n: u64,
-    ) -> Result<(u64, Vec<Uuid>, Vec<Uuid>), String> {
+    /// One transaction of `n` events; returns the outbox rows written. `self.products`
+    /// follows the transaction's creates and deletes (the caller restores it on failure).
+    async fn sql_tx(&mut self, client: &mut tokio_postgres::Client, n: u64) -> Result<u64, String> {
         let tx = client.transaction().await.map_err(|e| e.to_string())?;
-        let (mut written, mut created, mut deleted) = (0u64, Vec::new(), Vec::new());
+        let mut written = 0u64;
         for _ in 0..n {
-            let live: Vec<Uuid> = self
-                .products
-                .iter()
-                .chain(&created)
-                .filter(|p| !deleted.contains(*p))
-                .copied()
-                .collect();
-            let op = if live.len() < 5 {
-                Op::Create
-            } else {
-                self.op()
-            };
-            let target = live
-                .get(self.rng.below(live.len().max(1) as u64) as usize)
-                .copied();
-            let rows = match (op, target) {
-                (Op::Create, _) | (_, None) => {
+            let rows = match self.op() {
+                Op::Create => {
                     let (id, sku, name, desc, price) = self.new_product();
-                    created.push(id);
+                    self.products.push(id);
                     tx.execute(CREATE, &[&id, &sku, &name, &desc, &price]).await
                 }
-                (Op::Rename, Some(id)) => {
+                Op::Rename => {
+                    let id = self.pick();
                     self.serial += 1;
                     let name = format!("Renamed {} {}", self.id, self.serial);
                     let desc = (self.rng.below(4) > 0).then(|| format!("Now v{}", self.serial));
                     tx.execute(RENAME, &[&id, &name, &desc]).await
                 }
-                (Op::Price, Some(id)) => {
+                Op::Price => {
+                    let id = self.pick();
                     let price = self.price();
                     tx.execute(PRICE, &[&id, &price]).await
                 }
-                (Op::Toggle, Some(id)) => tx.execute(TOGGLE, &[&id]).await,
-                (Op::Delete, Some(id)) => {
-                    deleted.push(id);
+                Op::Toggle => {
+                    let id = self.pick();
+                    tx.execute(TOGGLE, &[&id]).await
+                }
+                Op::Delete => {
+                    let i = self.rng.below(self.products.len() as u64) as usize;
+                    let id = self.products.swap_remove(i);
                     tx.execute(DELETE, &[&id]).await
                 }
             }
@@ -297,7 +298,7 @@ impl Writer {
             written += rows;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
-        Ok((written, created, deleted))
+        Ok(written)
     }
 
     async fn http(mut self, port: u16, spec: LoadSpec, c: Arc<Counters>, started: Instant) {
@@ -388,16 +389,8 @@ impl Writer {
                         Ok((status, body)) => format!("{status}: {body:.200}"),
                         Err(e) => e.to_string(),
                     };
-                    c.failures.fetch_add(1, Ordering::SeqCst);
-                    unclaim(&c, 1);
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    assert!(
-                        since.elapsed() < spec.patience,
-                        "HTTP writer {} could not write for {:?}: {why}",
-                        self.id,
-                        spec.patience
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let who = format!("HTTP writer {}", self.id);
+                    failed(&c, 1, &spec, &mut failing_since, &who, &why).await;
                 }
             }
         }
