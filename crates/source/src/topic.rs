@@ -120,7 +120,7 @@ impl TopicAdmin {
                         ),
                     });
                 }
-                Err((_, code)) => {
+                Err((_, code)) if refusal(code) => {
                     return Err(Error::Topic {
                         topic: topic.to_owned(),
                         problem: format!(
@@ -128,22 +128,33 @@ impl TopicAdmin {
                         ),
                     });
                 }
+                // A busy or moving controller (timeouts, elections): retried with backoff.
+                Err((_, code)) => {
+                    return Err(Error::Kafka {
+                        context: format!("creating topic {topic} on {}", self.brokers),
+                        source: KafkaError::AdminOp(code),
+                    });
+                }
             }
         }
         // Someone else created it (another connector, a moment ago): the brokers may not
-        // know it yet, so "does not exist" is retried for a while before it counts.
+        // know it yet, so its absence from the metadata counts only after a while.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.check(topic, spec, strict).await {
-                Err(Error::Topic { problem, .. })
-                    if problem.starts_with("does not exist")
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                other => return other.map(|_| TopicState::Exists),
+        while self.find(topic).await?.is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                // Deleted again, or the brokers lag far behind: worth another try later.
+                return Err(Error::Kafka {
+                    context: format!(
+                        "topic {topic} already exists but the metadata of {} has lacked it for 30 s",
+                        self.brokers
+                    ),
+                    source: KafkaError::AdminOp(RDKafkaErrorCode::UnknownTopicOrPartition),
+                });
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        self.check(topic, spec, strict).await?;
+        Ok(TopicState::Exists)
     }
 
     /// Fails unless `topic` exists (and, with `strict`, has the partitions and replication
@@ -174,22 +185,20 @@ impl TopicAdmin {
     /// A Kafka error with the broker-side cause (refused TLS or SASL login, unreachable) when
     /// a second connection finds one: the operation itself only says it timed out.
     async fn explained(&self, context: String, source: KafkaError) -> Error {
-        let config = self.config.clone();
-        let cause = tokio::task::spawn_blocking(move || {
-            walcast_telemetry::kafka::diagnose(&config, Duration::from_secs(10))
-        })
-        .await
-        .ok()
-        .flatten();
-        let context = match cause {
-            Some(cause) => format!("{context}: {cause}"),
-            None => context,
-        };
+        let context = walcast_telemetry::kafka::with_cause(&self.config, context).await;
         Error::Kafka { context, source }
     }
 
     /// Partitions and replication factor of an existing topic.
     pub async fn layout(&self, topic: &str) -> Result<TopicLayout> {
+        self.find(topic).await?.ok_or_else(|| Error::Topic {
+            topic: topic.to_owned(),
+            problem: "does not exist; create it (walcast topic create) or set [kafka] create_topics = true".into(),
+        })
+    }
+
+    /// Partitions and replication factor of `topic`, `None` when the metadata lacks it.
+    async fn find(&self, topic: &str) -> Result<Option<TopicLayout>> {
         let config = self.config.clone();
         let name = topic.to_owned();
         let found = tokio::task::spawn_blocking(move || -> Result<Option<TopicLayout>> {
@@ -212,15 +221,53 @@ impl TopicAdmin {
             topic: topic.to_owned(),
             problem: format!("metadata lookup failed: {e}"),
         })?;
-        let found = match found {
-            Err(Error::Kafka { context, source }) => {
-                return Err(self.explained(context, source).await);
-            }
-            other => other?,
-        };
-        found.ok_or_else(|| Error::Topic {
-            topic: topic.to_owned(),
-            problem: "does not exist; create it (walcast topic create) or set [kafka] create_topics = true".into(),
-        })
+        match found {
+            Err(Error::Kafka { context, source }) => Err(self.explained(context, source).await),
+            other => other,
+        }
+    }
+}
+
+/// Whether the broker refused to create a topic for good (bad name, settings or rights), as
+/// opposed to a transient failure such as a timeout or a controller election.
+fn refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::InvalidPartitions
+            | RDKafkaErrorCode::InvalidRequest
+            | RDKafkaErrorCode::InvalidConfig
+            | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::UnsupportedVersion
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_definitive_refusals_stop_the_source() {
+        for code in [
+            RDKafkaErrorCode::InvalidTopic,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::PolicyViolation,
+        ] {
+            assert!(refusal(code), "{code}");
+        }
+        for code in [
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::NotController,
+            RDKafkaErrorCode::BrokerNotAvailable,
+        ] {
+            assert!(!refusal(code), "{code}");
+            let e = Error::Kafka {
+                context: "creating topic t".into(),
+                source: KafkaError::AdminOp(code),
+            };
+            assert!(e.is_retryable(), "{code}");
+        }
     }
 }
