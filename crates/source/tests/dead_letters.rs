@@ -25,12 +25,24 @@ fn insert(id: u32, aggregate: &str, event_type: &str, payload: &str) -> String {
     )
 }
 
-fn read(brokers: String, topic: String, n: usize) -> Vec<Received> {
+fn read(brokers: String, topic: String, n: usize) -> Result<Vec<Received>, String> {
     let mut reader = TopicReader::new(&brokers, &topic);
-    let got = reader.poll_until(Duration::from_secs(120), |rs| rs.len() >= n);
-    assert!(got, "{topic}: {} of {n} records", reader.records.len());
+    if !reader.poll_until(Duration::from_secs(120), |rs| rs.len() >= n) {
+        return Err(format!("{topic}: {} of {n} records", reader.records.len()));
+    }
     reader.read_to_end(Duration::from_secs(10));
-    reader.records
+    Ok(reader.records)
+}
+
+/// What was read, or a panic naming what is missing and why the source stopped, if it did.
+async fn expect<T>(got: Result<T, String>, source: InProcess) -> (T, InProcess) {
+    match got {
+        Ok(v) => (v, source),
+        Err(missing) if source.is_finished() => {
+            panic!("{missing}; the source stopped: {:?}", source.stop().await)
+        }
+        Err(missing) => panic!("{missing}; the source is still running"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +94,7 @@ async fn oversize_and_unmappable_rows_go_to_the_dlq_while_later_events_flow() {
         db.topic.clone(),
         format!("{}.dlq", db.topic),
     );
-    let events = blocking(move || read(brokers, topic, 3)).await;
+    let (events, source) = expect(blocking(move || read(brokers, topic, 3)).await, source).await;
     let ids: Vec<&str> = events.iter().map(Received::id).collect();
     assert_eq!(
         ids,
@@ -94,7 +106,7 @@ async fn oversize_and_unmappable_rows_go_to_the_dlq_while_later_events_flow() {
         "the good events, in order, after the bad ones"
     );
     let brokers = kafka.bootstrap();
-    let dead = blocking(move || read(brokers, dlq, 5)).await;
+    let (dead, source) = expect(blocking(move || read(brokers, dlq, 5)).await, source).await;
     assert_eq!(dead.len(), 5, "{dead:#?}");
     let by_id = |n: u32| {
         let id = format!("00000000-0000-4000-8000-{n:012}");
@@ -184,14 +196,15 @@ async fn topic_template_routes_by_event_type() {
     }
     let name = db.name.clone();
     let brokers = kafka.bootstrap();
-    let (alpha, beta, dead) = blocking(move || {
-        (
-            read(brokers.clone(), format!("{name}.ev.Alpha"), 2),
-            read(brokers.clone(), format!("{name}.ev.Beta"), 1),
-            read(brokers, format!("{name}.tpl.dlq"), 1),
-        )
+    let got = blocking(move || {
+        Ok((
+            read(brokers.clone(), format!("{name}.ev.Alpha"), 2)?,
+            read(brokers.clone(), format!("{name}.ev.Beta"), 1)?,
+            read(brokers, format!("{name}.tpl.dlq"), 1)?,
+        ))
     })
     .await;
+    let ((alpha, beta, dead), source) = expect(got, source).await;
     assert_eq!(alpha.len(), 2);
     assert_eq!(beta.len(), 1);
     assert_eq!(dead[0].header(record::ERROR_KIND), Some("bad_topic"));
