@@ -12,6 +12,10 @@ use crate::projection::{ColRef, Table};
 // interleave; `(ns + 1, 0)` serializes schema DDL of concurrent sinks on one database.
 pub(crate) const TRY_SHARED_REBUILD_LOCK: &str =
     "SELECT pg_try_advisory_xact_lock_shared(1463897089, hashtext($1))";
+/// [`TRY_SHARED_REBUILD_LOCK`] that fails (division by zero, SQLSTATE 22012) when a rebuild
+/// holds the lock, so that the statements pipelined behind it do nothing and lock nothing.
+pub(crate) const REBUILD_GATE: &str =
+    "SELECT 1 / pg_try_advisory_xact_lock_shared(1463897089, hashtext($1))::int";
 pub(crate) const REBUILD_LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_lock(1463897089, hashtext($1))";
 pub(crate) const REBUILD_UNLOCK: &str = "SELECT pg_advisory_unlock(1463897089, hashtext($1))";
 pub(crate) const SCHEMA_LOCK_SQL: &str = "SELECT pg_advisory_lock(1463897090, 0)";

@@ -48,8 +48,12 @@ fn main() {
         println!("walcast end-to-end latency: commit on the leader → visible on all four targets");
         println!("| target rate | achieved | events | p50 | p95 | p99 | max | source RSS | sink RSS |");
         println!("|---|---|---|---|---|---|---|---|---|");
+        let mut breakdown = Vec::new();
         for (i, rate) in rates.iter().enumerate() {
             let phase_start = wall_clock();
+            let cpu_before = measure::cpu_seconds(&stack);
+            let ack_before = measure::histogram_totals(stack.source_admin, SOURCE_ACK);
+            let apply_before = measure::histogram_totals(stack.sink_admin, SINK_APPLY);
             let counters = Arc::new(Counters::default());
             let spec = LoadSpec {
                 events: (rate * secs as f64) as u64,
@@ -63,6 +67,8 @@ fn main() {
             let report = load::run(stack.write_dsn(), stack.write_port, spec, counters).await;
             let verdict = verify::converge(&mut stack, Duration::from_secs(300)).await;
             assert!(verdict.ok(), "{verdict:?}");
+            let wall = wall_clock() - phase_start;
+            breakdown.push(where_it_went(&stack, *rate, wall, &cpu_before, ack_before, apply_before));
             let sample = Sample::take(&stack, Duration::ZERO, 0).await;
             let (lat, pending) = measure::latencies(&stack).await.unwrap();
             assert_eq!(pending, 0);
@@ -85,7 +91,44 @@ fn main() {
                 mib(sample.rss_sink),
             );
         }
+        println!();
+        println!("where the time and the CPU went (from the start of the load until all four targets had every event):");
+        for line in breakdown {
+            println!("{line}");
+        }
     });
+}
+
+const SOURCE_ACK: &str = "walcast_source_commit_to_ack_seconds";
+const SINK_APPLY: &str = "walcast_sink_apply_seconds";
+
+/// One line per rate: mean commit → broker ack (source), mean batch apply time and events per
+/// batch (sink, all targets), and the cores each part of the system used.
+fn where_it_went(
+    stack: &Stack,
+    rate: f64,
+    wall: f64,
+    cpu_before: &[(&'static str, f64)],
+    ack_before: (f64, f64),
+    apply_before: (f64, f64),
+) -> String {
+    let ack = measure::histogram_totals(stack.source_admin, SOURCE_ACK);
+    let apply = measure::histogram_totals(stack.sink_admin, SINK_APPLY);
+    let mean_ms = |now: (f64, f64), before: (f64, f64)| {
+        1000.0 * (now.0 - before.0) / (now.1 - before.1).max(1.0)
+    };
+    let cpu: Vec<String> = measure::cpu_seconds(stack)
+        .iter()
+        .zip(cpu_before)
+        .map(|((name, now), (_, before))| format!("{name} {:.2}", (now - before) / wall))
+        .collect();
+    format!(
+        "{rate:.0}/s over {wall:.0} s: source commit→ack mean {:.1} ms; sink {:.0} batches, mean {:.1} ms per batch; cores used: {}",
+        mean_ms(ack, ack_before),
+        apply.1 - apply_before.1,
+        mean_ms(apply, apply_before),
+        cpu.join(", ")
+    )
 }
 
 fn wall_clock() -> f64 {

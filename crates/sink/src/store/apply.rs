@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Statement, Transaction};
+use tokio_postgres::{GenericClient, Row, Statement, Transaction};
 
 use crate::error::{Error, Result};
-use crate::plan::{self, Snapshot};
-use crate::projection::{Change, Position, Projections, Rejection};
+use crate::plan::{self, Snapshot, TablePlan};
+use crate::projection::{Change, Position, Projections, Rejection, Table};
 use crate::{sql, timestamp};
 
 /// Counts of one batch.
@@ -37,21 +37,130 @@ impl ApplyStats {
     }
 }
 
-async fn stmt(
+/// The prepared statement for `text`, from the connection's cache.
+pub(crate) async fn stmt<C: GenericClient + Sync>(
     cache: &mut HashMap<String, Statement>,
-    tx: &Transaction<'_>,
+    client: &C,
     target: &str,
     text: &str,
 ) -> Result<Statement> {
     if let Some(s) = cache.get(text) {
         return Ok(s.clone());
     }
-    let s = tx.prepare(text).await.map_err(Error::pg(
+    let s = client.prepare(text).await.map_err(Error::pg(
         target,
         format!("preparing {}", first_words(text)),
     ))?;
     cache.insert(text.to_owned(), s.clone());
     Ok(s)
+}
+
+/// One statement and its arguments, owned so that several can be sent at once.
+pub(crate) struct Exec {
+    pub(crate) sql: String,
+    pub(crate) what: String,
+    pub(crate) args: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Exec {
+    pub(crate) fn new(sql: String, what: String) -> Exec {
+        Exec {
+            sql,
+            what,
+            args: Vec::new(),
+        }
+    }
+
+    pub(crate) fn arg(mut self, a: impl ToSql + Sync + Send + 'static) -> Exec {
+        self.args.push(Box::new(a));
+        self
+    }
+}
+
+/// The keys, data columns, versions and occurred-at times of some writes, as array arguments.
+fn row_args<'r>(
+    mut e: Exec,
+    rows: impl Iterator<Item = (&'r str, &'r Position, &'r [Option<String>])> + Clone,
+    columns: usize,
+) -> Exec {
+    e = e.arg(
+        rows.clone()
+            .map(|r| r.0.to_owned())
+            .collect::<Vec<String>>(),
+    );
+    for i in 0..columns {
+        e = e.arg(
+            rows.clone()
+                .map(|r| r.2[i].clone())
+                .collect::<Vec<Option<String>>>(),
+        );
+    }
+    e = e.arg(rows.clone().map(|r| r.1.version).collect::<Vec<i64>>());
+    e.arg(rows.map(|r| occurred(r.1)).collect::<Vec<Option<String>>>())
+}
+
+/// The statements that carry out `plan` on `table`: one per write shape.
+pub(crate) fn writes(table: &Table, plan: &TablePlan) -> Vec<Exec> {
+    let mut out = Vec::new();
+    if !plan.upserts.is_empty() {
+        let rows = plan
+            .upserts
+            .iter()
+            .map(|r| (r.key.as_str(), &r.pos, r.values.as_slice()));
+        let e = Exec::new(sql::upsert(table), format!("upserting into {}", table.name));
+        out.push(row_args(e, rows, table.columns.len()));
+    }
+    for (set, rows) in &plan.updates {
+        let rows = rows
+            .iter()
+            .map(|r| (r.key.as_str(), &r.pos, r.values.as_slice()));
+        let e = Exec::new(sql::update(table, set), format!("updating {}", table.name));
+        out.push(row_args(e, rows, set.len()));
+    }
+    if !plan.deletes.is_empty() {
+        let rows = plan.deletes.iter().map(|(k, p)| (k.as_str(), p, &[][..]));
+        let e = Exec::new(sql::delete(table), format!("deleting from {}", table.name));
+        out.push(row_args(e, rows.clone(), 0));
+        let e = Exec::new(
+            sql::STORE_TOMBSTONES.to_owned(),
+            "writing walcast_tombstones".into(),
+        )
+        .arg(table.name.clone());
+        out.push(row_args(e, rows, 0));
+    }
+    out
+}
+
+/// Prepares (once per connection) and runs `e`.
+pub(crate) async fn run<C: GenericClient + Sync>(
+    client: &C,
+    cache: &mut HashMap<String, Statement>,
+    target: &str,
+    e: &Exec,
+) -> Result<u64> {
+    let s = stmt(cache, client, target, &e.sql).await?;
+    client
+        .execute_raw(&s, e.args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)))
+        .await
+        .map_err(Error::pg(target, e.what.clone()))
+}
+
+/// Snapshot of what `table` holds for `keys`, from the rows of [`sql::snapshot_rows`] and
+/// [`sql::SNAPSHOT_TOMBSTONES`].
+pub(crate) fn snapshot(rows: &[Row], tombstones: &[Row]) -> Snapshot {
+    let position = |r: &Row| {
+        (
+            r.get(0),
+            Position {
+                version: r.get(1),
+                occurred_at: r.get(2),
+            },
+        )
+    };
+    Snapshot {
+        rows: rows.iter().map(position).collect(),
+        tombstones: tombstones.iter().map(position).collect(),
+    }
 }
 
 fn first_words(sql: &str) -> String {
@@ -105,87 +214,22 @@ pub(crate) async fn apply_changes(
         let mut keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
-
-        let mut snap = Snapshot::default();
         let s = stmt(cache, tx, target, &sql::snapshot_rows(table)).await?;
-        for r in tx
+        let rows = tx
             .query(&s, &[&keys])
             .await
-            .map_err(Error::pg(target, format!("reading {}", table.name)))?
-        {
-            snap.rows.insert(
-                r.get(0),
-                Position {
-                    version: r.get(1),
-                    occurred_at: r.get(2),
-                },
-            );
-        }
+            .map_err(Error::pg(target, format!("reading {}", table.name)))?;
         let s = stmt(cache, tx, target, sql::SNAPSHOT_TOMBSTONES).await?;
-        for r in tx
+        let tombstones = tx
             .query(&s, &[&table.name, &keys])
             .await
-            .map_err(Error::pg(target, "reading walcast_tombstones"))?
-        {
-            snap.tombstones.insert(
-                r.get(0),
-                Position {
-                    version: r.get(1),
-                    occurred_at: r.get(2),
-                },
-            );
-        }
+            .map_err(Error::pg(target, "reading walcast_tombstones"))?;
 
-        let plan = plan::plan(changes.iter().copied(), &snap);
+        let plan = plan::plan(changes.iter().copied(), &snapshot(&rows, &tombstones));
         stats.stale += plan.stale;
         stats.missing_row += plan.missing_row;
-
-        if !plan.upserts.is_empty() {
-            let rows = &plan.upserts;
-            let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
-            let cols: Vec<Vec<Option<&str>>> = (0..table.columns.len())
-                .map(|i| rows.iter().map(|r| r.values[i].as_deref()).collect())
-                .collect();
-            let versions: Vec<i64> = rows.iter().map(|r| r.pos.version).collect();
-            let times: Vec<Option<String>> = rows.iter().map(|r| occurred(&r.pos)).collect();
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&keys];
-            params.extend(cols.iter().map(|c| c as &(dyn ToSql + Sync)));
-            params.push(&versions);
-            params.push(&times);
-            let s = stmt(cache, tx, target, &sql::upsert(table)).await?;
-            tx.execute(&s, &params)
-                .await
-                .map_err(Error::pg(target, format!("upserting into {}", table.name)))?;
-        }
-        for (set, rows) in &plan.updates {
-            let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
-            let cols: Vec<Vec<Option<&str>>> = (0..set.len())
-                .map(|j| rows.iter().map(|r| r.values[j].as_deref()).collect())
-                .collect();
-            let versions: Vec<i64> = rows.iter().map(|r| r.pos.version).collect();
-            let times: Vec<Option<String>> = rows.iter().map(|r| occurred(&r.pos)).collect();
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&keys];
-            params.extend(cols.iter().map(|c| c as &(dyn ToSql + Sync)));
-            params.push(&versions);
-            params.push(&times);
-            let s = stmt(cache, tx, target, &sql::update(table, set)).await?;
-            tx.execute(&s, &params)
-                .await
-                .map_err(Error::pg(target, format!("updating {}", table.name)))?;
-        }
-        if !plan.deletes.is_empty() {
-            let keys: Vec<&str> = plan.deletes.iter().map(|(k, _)| k.as_str()).collect();
-            let versions: Vec<i64> = plan.deletes.iter().map(|(_, p)| p.version).collect();
-            let times: Vec<Option<String>> =
-                plan.deletes.iter().map(|(_, p)| occurred(p)).collect();
-            let s = stmt(cache, tx, target, &sql::delete(table)).await?;
-            tx.execute(&s, &[&keys, &versions, &times])
-                .await
-                .map_err(Error::pg(target, format!("deleting from {}", table.name)))?;
-            let s = stmt(cache, tx, target, sql::STORE_TOMBSTONES).await?;
-            tx.execute(&s, &[&table.name, &keys, &versions, &times])
-                .await
-                .map_err(Error::pg(target, "writing walcast_tombstones"))?;
+        for e in writes(table, &plan) {
+            run(tx, cache, target, &e).await?;
         }
     }
     Ok(stats)

@@ -24,10 +24,16 @@
 
 mod apply;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
 use tracing::{debug, warn};
 use walcast_replication::ConnectConfig;
 use walcast_replication::management::connect_sql;
@@ -35,7 +41,7 @@ use walcast_replication::management::connect_sql;
 use crate::dlq::{DeadLetter, Dlq};
 use crate::error::{Error, Result};
 use crate::projection::{Change, Projections, RejectKind, Rejection};
-use crate::sql;
+use crate::{plan, sql};
 
 pub(crate) use apply::ApplyStats;
 
@@ -148,6 +154,10 @@ impl Store {
 
     /// Applies `batch` in one transaction, as described in the module docs. `expected` is what
     /// this task believes `walcast_offsets` holds.
+    ///
+    /// The transaction normally takes two round trips ([`Store::pipelined`]); a batch with a
+    /// value the database refuses is rolled back and applied again event by event
+    /// ([`Store::careful`]), so that only the refused events go to the DLQ.
     pub(crate) async fn apply(
         &mut self,
         projections: &Projections,
@@ -156,8 +166,235 @@ impl Store {
         expected: &BTreeMap<i32, i64>,
         dlq: &Dlq,
     ) -> Result<Outcome> {
+        let mut dlq_sent = false;
+        let result = self
+            .pipelined(projections, batch, records, expected, dlq, &mut dlq_sent)
+            .await;
+        match result {
+            Err(e) if e.is_data_error() => {
+                self.rollback().await?;
+                warn!(target = %self.target, error = %e, "the batch has values the database refuses; applying it event by event");
+                self.careful(projections, batch, records, expected, dlq, dlq_sent)
+                    .await
+            }
+            Err(e) => {
+                // The connection is dropped by the caller; a rollback is only tidiness.
+                let _ = self.rollback().await;
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    async fn rollback(&self) -> Result<()> {
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(Error::pg(&self.target, "ROLLBACK"))
+    }
+
+    /// The batch in two round trips. The first sends `BEGIN`, the rebuild lock (a statement that
+    /// fails when a rebuild holds it, so nothing behind it runs), the offsets `FOR UPDATE`, the `processed_events` insert and, per table, the rows and tombstones of
+    /// every key of the batch. Then, if the lock was free and the offsets are as expected, the
+    /// batch is planned here, its poison records are sent to the DLQ (acknowledged before the
+    /// commit), and the second round trip sends every write, the offsets, the applied LSN and
+    /// `COMMIT`. Statements go out in order on the one connection, so a failing statement
+    /// aborts the transaction and the `COMMIT` behind it rolls back.
+    async fn pipelined(
+        &mut self,
+        projections: &Projections,
+        batch: &Batch,
+        records: &[rdkafka::message::OwnedMessage],
+        expected: &BTreeMap<i32, i64>,
+        dlq: &Dlq,
+        dlq_sent: &mut bool,
+    ) -> Result<Outcome> {
         let target = self.target.clone();
         let pg = |what: &str| Error::pg(&target, what.to_owned());
+        let client = &self.client;
+        let cache = &mut self.statements;
+
+        // A redelivered id inside one batch counts once.
+        let mut seen = HashSet::with_capacity(batch.changes.len());
+        let unique: Vec<&Change> = batch
+            .changes
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| seen.insert(c.event_id))
+            .collect();
+        let mut keys: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        for c in &unique {
+            keys.entry(c.table).or_default().push(&c.key);
+        }
+        for k in keys.values_mut() {
+            k.sort_unstable();
+            k.dedup();
+        }
+        let ids: Vec<uuid::Uuid> = unique.iter().map(|c| c.event_id).collect();
+        let types: Vec<&str> = unique.iter().map(|c| c.event_type.as_str()).collect();
+
+        let gate = apply::stmt(cache, client, &target, sql::REBUILD_GATE).await?;
+        let offsets = apply::stmt(cache, client, &target, sql::LOCK_OFFSETS).await?;
+        let processed = apply::stmt(cache, client, &target, sql::INSERT_PROCESSED).await?;
+        let tombstones = apply::stmt(cache, client, &target, sql::SNAPSHOT_TOMBSTONES).await?;
+        let mut snapshots = Vec::with_capacity(keys.len());
+        for ti in keys.keys() {
+            let table = &projections.tables[*ti];
+            let rows = apply::stmt(cache, client, &target, &sql::snapshot_rows(table)).await?;
+            snapshots.push((table, rows));
+        }
+
+        let rebuilding = AtomicBool::new(false);
+        let mut first: Vec<Flight<'_, Vec<Row>>> = vec![
+            Box::pin(async {
+                client.batch_execute("BEGIN").await.map_err(pg("BEGIN"))?;
+                Ok(Vec::new())
+            }),
+            Box::pin(async {
+                match client.query(&gate, &[&self.group]).await {
+                    Err(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+                        rebuilding.store(true, Ordering::Relaxed);
+                        Err(pg("a rebuild holds the lock")(e))
+                    }
+                    other => other.map_err(pg("taking the rebuild lock")),
+                }
+            }),
+            Box::pin(async {
+                (client.query(&offsets, &[&self.group, &self.topic]).await)
+                    .map_err(pg("locking walcast_offsets"))
+            }),
+            Box::pin(async {
+                (client.query(&processed, &[&ids, &types]).await)
+                    .map_err(pg("recording processed_events"))
+            }),
+        ];
+        for ((table, rows), k) in snapshots.iter().zip(keys.values()) {
+            let what = format!("reading {}", table.name);
+            first.push(Box::pin(async move {
+                client.query(rows, &[k]).await.map_err(pg(&what))
+            }));
+            first.push(Box::pin(async {
+                (client.query(&tombstones, &[&table.name, k]).await)
+                    .map_err(pg("reading walcast_tombstones"))
+            }));
+        }
+        let answers = match in_order(first).await {
+            Err(_) if rebuilding.load(Ordering::Relaxed) => {
+                self.rollback().await?;
+                return Ok(Outcome::RebuildRunning);
+            }
+            other => other?,
+        };
+        // Past BEGIN and the gate.
+        let mut answers = answers.into_iter().skip(2);
+        let mut next = || answers.next().unwrap_or_default();
+        let stored: BTreeMap<i32, i64> = next().iter().map(|r| (r.get(0), r.get(1))).collect();
+        if &stored != expected {
+            warn!(target = %self.target, ?stored, ?expected, "stored offsets moved under this sink; re-reading them");
+            self.rollback().await?;
+            return Ok(Outcome::Diverged);
+        }
+        let fresh: HashSet<uuid::Uuid> = next().iter().map(|r| r.get(0)).collect();
+        let mut stats = ApplyStats {
+            applied: fresh.len() as u64,
+            duplicates: (batch.changes.len() - fresh.len()) as u64,
+            ..ApplyStats::default()
+        };
+        let mut by_table: BTreeMap<usize, Vec<&Change>> = BTreeMap::new();
+        for c in unique.into_iter().filter(|c| fresh.contains(&c.event_id)) {
+            by_table.entry(c.table).or_default().push(c);
+        }
+        let mut execs = Vec::new();
+        for ti in keys.keys() {
+            let snapshot = apply::snapshot(&next(), &next());
+            let Some(changes) = by_table.get(ti) else {
+                continue;
+            };
+            let table = &projections.tables[*ti];
+            let plan = plan::plan(changes.iter().copied(), &snapshot);
+            stats.stale += plan.stale;
+            stats.missing_row += plan.missing_row;
+            execs.extend(apply::writes(table, &plan));
+        }
+        execs.extend(self.bookkeeping(batch));
+
+        let dead: Vec<DeadLetter<'_>> = batch
+            .rejected
+            .iter()
+            .map(|(i, why)| DeadLetter {
+                record: &records[*i],
+                why,
+            })
+            .collect();
+        dlq.send_all(&dead).await?;
+        *dlq_sent = true;
+        stats.dead_lettered = dead.len() as u64;
+
+        let client = &self.client;
+        let cache = &mut self.statements;
+        let mut statements = Vec::with_capacity(execs.len());
+        for e in &execs {
+            statements.push(apply::stmt(cache, client, &target, &e.sql).await?);
+        }
+        let mut second: Vec<Flight<'_, u64>> = Vec::with_capacity(execs.len() + 1);
+        for (e, s) in execs.iter().zip(&statements) {
+            second.push(Box::pin(async move {
+                client
+                    .execute_raw(s, e.args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)))
+                    .await
+                    .map_err(pg(&e.what))
+            }));
+        }
+        second.push(Box::pin(async {
+            client.batch_execute("COMMIT").await.map_err(pg("COMMIT"))?;
+            Ok(0)
+        }));
+        in_order(second).await?;
+        Ok(Outcome::Committed(stats))
+    }
+
+    /// The offsets and the applied LSN of `batch`, written with its rows.
+    fn bookkeeping(&self, batch: &Batch) -> Vec<apply::Exec> {
+        let mut out = Vec::new();
+        let (parts, offs): (Vec<i32>, Vec<i64>) =
+            batch.next_offsets.iter().map(|(p, o)| (*p, *o)).unzip();
+        if !parts.is_empty() {
+            out.push(
+                apply::Exec::new(sql::STORE_OFFSETS.into(), "writing walcast_offsets".into())
+                    .arg(self.group.clone())
+                    .arg(self.topic.clone())
+                    .arg(parts)
+                    .arg(offs),
+            );
+        }
+        if let Some(lsn) = batch.max_commit_lsn {
+            let text = format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
+            out.push(
+                apply::Exec::new(
+                    sql::STORE_APPLIED_LSN.into(),
+                    "writing walcast_applied_lsn".into(),
+                )
+                .arg(self.group.clone())
+                .arg(text),
+            );
+        }
+        out
+    }
+
+    /// The batch event by event, each in a savepoint: an event the database refuses is rolled
+    /// back alone and sent to the DLQ (with the poison records, unless `dlq_sent` already).
+    async fn careful(
+        &mut self,
+        projections: &Projections,
+        batch: &Batch,
+        records: &[rdkafka::message::OwnedMessage],
+        expected: &BTreeMap<i32, i64>,
+        dlq: &Dlq,
+        dlq_sent: bool,
+    ) -> Result<Outcome> {
+        let target = self.target.clone();
+        let pg = |what: &str| Error::pg(&target, what.to_owned());
+        let execs = self.bookkeeping(batch);
         let cache = &mut self.statements;
         let mut tx = self.client.transaction().await.map_err(pg("BEGIN"))?;
 
@@ -181,53 +418,41 @@ impl Store {
             return Ok(Outcome::Diverged);
         }
 
-        let all: Vec<&Change> = batch.changes.iter().map(|(_, c)| c).collect();
-        let mut sp = tx.savepoint("batch").await.map_err(pg("SAVEPOINT"))?;
-        let mut stats = match apply::apply_changes(&sp, cache, projections, &target, &all).await {
-            Ok(stats) => {
-                sp.commit().await.map_err(pg("RELEASE SAVEPOINT"))?;
-                stats
-            }
-            Err(e) if e.is_data_error() => {
-                sp.rollback().await.map_err(pg("ROLLBACK TO SAVEPOINT"))?;
-                warn!(target = %self.target, error = %e, "the batch has values the database refuses; applying it event by event");
-                let mut stats = ApplyStats::default();
-                for (idx, change) in &batch.changes {
-                    sp = tx.savepoint("event").await.map_err(pg("SAVEPOINT"))?;
-                    match apply::apply_changes(&sp, cache, projections, &target, &[change]).await {
-                        Ok(s) => {
-                            sp.commit().await.map_err(pg("RELEASE SAVEPOINT"))?;
-                            stats.add(s);
-                        }
-                        Err(e) if e.is_data_error() => {
-                            sp.rollback().await.map_err(pg("ROLLBACK TO SAVEPOINT"))?;
-                            let detail = match &e {
-                                Error::Postgres { source, .. } => source
-                                    .as_db_error()
-                                    .map(|d| {
-                                        format!("{} (SQLSTATE {})", d.message(), d.code().code())
-                                    })
-                                    .unwrap_or_else(|| source.to_string()),
-                                other => other.to_string(),
-                            };
-                            stats.db_rejected.push((
-                                *idx,
-                                Rejection {
-                                    kind: RejectKind::Database,
-                                    detail,
-                                },
-                            ));
-                        }
-                        Err(e) => return Err(e),
-                    }
+        let mut stats = ApplyStats::default();
+        for (idx, change) in &batch.changes {
+            let sp = tx.savepoint("event").await.map_err(pg("SAVEPOINT"))?;
+            match apply::apply_changes(&sp, cache, projections, &target, &[change]).await {
+                Ok(s) => {
+                    sp.commit().await.map_err(pg("RELEASE SAVEPOINT"))?;
+                    stats.add(s);
                 }
-                stats
+                Err(e) if e.is_data_error() => {
+                    sp.rollback().await.map_err(pg("ROLLBACK TO SAVEPOINT"))?;
+                    let detail = match &e {
+                        Error::Postgres { source, .. } => source
+                            .as_db_error()
+                            .map(|d| format!("{} (SQLSTATE {})", d.message(), d.code().code()))
+                            .unwrap_or_else(|| source.to_string()),
+                        other => other.to_string(),
+                    };
+                    stats.db_rejected.push((
+                        *idx,
+                        Rejection {
+                            kind: RejectKind::Database,
+                            detail,
+                        },
+                    ));
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        };
+        }
 
-        let dead: Vec<DeadLetter<'_>> = batch
-            .rejected
+        let rejected = if dlq_sent {
+            &[][..]
+        } else {
+            &batch.rejected[..]
+        };
+        let dead: Vec<DeadLetter<'_>> = rejected
             .iter()
             .chain(stats.db_rejected.iter())
             .map(|(i, why)| DeadLetter {
@@ -236,25 +461,42 @@ impl Store {
             })
             .collect();
         dlq.send_all(&dead).await?;
-        stats.dead_lettered = dead.len() as u64;
+        stats.dead_lettered = (dead.len() + batch.rejected.len() - rejected.len()) as u64;
 
-        let (parts, offs): (Vec<i32>, Vec<i64>) =
-            batch.next_offsets.iter().map(|(p, o)| (*p, *o)).unzip();
-        if !parts.is_empty() {
-            tx.execute(
-                sql::STORE_OFFSETS,
-                &[&self.group, &self.topic, &parts, &offs],
-            )
-            .await
-            .map_err(pg("writing walcast_offsets"))?;
-        }
-        if let Some(lsn) = batch.max_commit_lsn {
-            let text = format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
-            tx.execute(sql::STORE_APPLIED_LSN, &[&self.group, &text])
-                .await
-                .map_err(pg("writing walcast_applied_lsn"))?;
+        for e in &execs {
+            apply::run(&tx, cache, &target, e).await?;
         }
         tx.commit().await.map_err(pg("COMMIT"))?;
         Ok(Outcome::Committed(stats))
     }
+}
+
+/// One statement of a pipelined round trip.
+type Flight<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Runs `flights` on one connection, sending them in order: each is polled for the first
+/// time in list order, which is when tokio-postgres queues its messages. Stops at the first
+/// error (the statements behind it then fail or roll back on the server).
+async fn in_order<T>(mut flights: Vec<Flight<'_, T>>) -> Result<Vec<T>> {
+    let mut done: Vec<Option<T>> = flights.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in flights.iter_mut().zip(done.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            match f.as_mut().poll(cx) {
+                Poll::Ready(Ok(v)) => *slot = Some(v),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await?;
+    Ok(done.into_iter().flatten().collect())
 }

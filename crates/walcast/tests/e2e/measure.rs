@@ -102,3 +102,86 @@ fn kafka_pid(stack: &Stack) -> Option<u32> {
         (cmd.contains("kafka.Kafka") && cmd.contains(props.as_str())).then_some(pid)
     })
 }
+
+/// CPU seconds (user + system) used so far by each part of the running system: the source,
+/// the sink, the broker JVM, the leader's and the replicas' Postgres processes (postmaster and
+/// its children) and this process (the load generator). Clock ticks are read from
+/// `/proc/<pid>/stat`, at the usual 100 per second.
+pub fn cpu_seconds(stack: &Stack) -> Vec<(&'static str, f64)> {
+    let postmaster = |pg: &walcast_testkit::Postgres| -> Option<u32> {
+        let text = std::fs::read_to_string(pg.data_dir().join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    };
+    let mut parts: Vec<(&'static str, Vec<u32>)> = vec![
+        ("source", stack.source.pid().into_iter().collect()),
+        ("sink", stack.sink.pid().into_iter().collect()),
+        ("Kafka", kafka_pid(stack).into_iter().collect()),
+        ("leader PG", postmaster(&stack.leader).into_iter().collect()),
+        (
+            "replica PG",
+            stack.replicas.iter().filter_map(postmaster).collect(),
+        ),
+        ("loader", vec![std::process::id()]),
+    ];
+    if let Some(app) = stack.app.as_ref().and_then(|a| a.pid()) {
+        parts.push(("app", vec![app]));
+    }
+    // Every process's parent, to add the Postgres backends to their postmaster.
+    let stats: Vec<(u32, u32, f64)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                    let (ppid, secs) = proc_stat(pid)?;
+                    Some((pid, ppid, secs))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    parts
+        .into_iter()
+        .map(|(name, roots)| {
+            let secs = stats
+                .iter()
+                .filter(|(pid, ppid, _)| {
+                    roots.contains(pid) || (name.ends_with("PG") && roots.contains(ppid))
+                })
+                .map(|s| s.2)
+                .sum();
+            (name, secs)
+        })
+        .collect()
+}
+
+/// (parent pid, user + system CPU seconds) of `pid`.
+fn proc_stat(pid: u32) -> Option<(u32, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Children already reaped (Postgres backends that ended) count for their parent.
+    let cutime: f64 = fields.get(13)?.parse().ok()?;
+    let cstime: f64 = fields.get(14)?.parse().ok()?;
+    Some((ppid, (utime + stime + cutime + cstime) / 100.0))
+}
+
+/// The `_sum` and `_count` of histogram `name` on an admin port, added over all labels.
+pub fn histogram_totals(port: u16, name: &str) -> (f64, f64) {
+    let Ok((200, text)) = super::http(port, "GET", "/metrics", None) else {
+        return (0.0, 0.0);
+    };
+    let total = |suffix: &str| -> f64 {
+        let series = format!("{name}{suffix}");
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(series.as_str())
+                    .is_some_and(|r| r.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (total("_sum"), total("_count"))
+}
