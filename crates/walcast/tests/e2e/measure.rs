@@ -12,6 +12,15 @@ use super::{Stack, connect, rss_kib};
 /// Per event: (leader commit, seconds since the epoch; latency to the last target, ms).
 /// Events not yet on every target are left out; the count is returned beside.
 pub async fn latencies(stack: &Stack) -> Result<(Vec<(f64, f64)>, usize), String> {
+    let (all, _, pending) = latencies_by_target(stack).await?;
+    Ok((all, pending))
+}
+
+/// [`latencies`], plus per target: (leader commit, latency to that target in ms).
+#[allow(clippy::type_complexity)]
+pub async fn latencies_by_target(
+    stack: &Stack,
+) -> Result<(Vec<(f64, f64)>, Vec<(&'static str, Vec<(f64, f64)>)>, usize), String> {
     const SQL: &str =
         "SELECT {id}, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 FROM {table}";
     let read = |dsn: String, table: &'static str, id: &'static str| async move {
@@ -29,8 +38,17 @@ pub async fn latencies(stack: &Stack) -> Result<(Vec<(f64, f64)>, usize), String
     };
     let committed = read(stack.write_dsn(), "outbox_messages", "id").await?;
     let mut visible: HashMap<uuid::Uuid, (f64, u8)> = HashMap::with_capacity(committed.len());
-    for dsn in stack.targets().into_values() {
-        for (id, at) in read(dsn, "processed_events", "event_id").await? {
+    let mut per_target = Vec::new();
+    for (name, dsn) in stack.targets() {
+        let seen = read(dsn, "processed_events", "event_id").await?;
+        let mut lat: Vec<(f64, f64)> = seen
+            .iter()
+            .filter_map(|(id, at)| Some((*committed.get(id)?, *at)))
+            .map(|(c, at)| (c, (at - c) * 1000.0))
+            .collect();
+        lat.sort_by(|a, b| a.0.total_cmp(&b.0));
+        per_target.push((name, lat));
+        for (id, at) in seen {
             let e = visible.entry(id).or_insert((at, 0));
             e.0 = e.0.max(at);
             e.1 += 1;
@@ -45,7 +63,7 @@ pub async fn latencies(stack: &Stack) -> Result<(Vec<(f64, f64)>, usize), String
         }
     }
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok((out, pending))
+    Ok((out, per_target, pending))
 }
 
 /// p50 / p95 / p99 / max of latencies in ms.
