@@ -43,7 +43,10 @@ pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // librdkafka prefetches up to 64 MB per consumer by default; with four targets behind
+        // on a backlog that is 256 MB of RSS for no gain (a batch is at most max_events).
+        .set("queued.max.messages.kbytes", "8192");
     for (k, v) in &config.kafka.properties {
         c.set(k, v);
     }
