@@ -166,16 +166,19 @@ impl Store {
         expected: &BTreeMap<i32, i64>,
         dlq: &Dlq,
     ) -> Result<Outcome> {
+        let work = Work {
+            projections,
+            batch,
+            records,
+            expected,
+            dlq,
+        };
         let mut dlq_sent = false;
-        let result = self
-            .pipelined(projections, batch, records, expected, dlq, &mut dlq_sent)
-            .await;
-        match result {
+        match self.pipelined(&work, &mut dlq_sent).await {
             Err(e) if e.is_data_error() => {
                 self.rollback().await?;
                 warn!(target = %self.target, error = %e, "the batch has values the database refuses; applying it event by event");
-                self.careful(projections, batch, records, expected, dlq, dlq_sent)
-                    .await
+                self.careful(&work, dlq_sent).await
             }
             Err(e) => {
                 // The connection is dropped by the caller; a rollback is only tidiness.
@@ -194,21 +197,17 @@ impl Store {
     }
 
     /// The batch in two round trips. The first sends `BEGIN`, the rebuild lock (a statement that
-    /// fails when a rebuild holds it, so nothing behind it runs), the offsets `FOR UPDATE`, the `processed_events` insert and, per table, the rows and tombstones of
-    /// every key of the batch. Then, if the lock was free and the offsets are as expected, the
+    /// fails when a rebuild holds it, so nothing behind it runs), the offsets `FOR UPDATE`, the
+    /// `processed_events` insert and, per table, the rows and tombstones of every key of the
+    /// batch. Then, if the lock was free and the offsets are as expected, the
     /// batch is planned here, its poison records are sent to the DLQ (acknowledged before the
     /// commit), and the second round trip sends every write, the offsets, the applied LSN and
     /// `COMMIT`. Statements go out in order on the one connection, so a failing statement
     /// aborts the transaction and the `COMMIT` behind it rolls back.
-    async fn pipelined(
-        &mut self,
-        projections: &Projections,
-        batch: &Batch,
-        records: &[rdkafka::message::OwnedMessage],
-        expected: &BTreeMap<i32, i64>,
-        dlq: &Dlq,
-        dlq_sent: &mut bool,
-    ) -> Result<Outcome> {
+    async fn pipelined(&mut self, work: &Work<'_>, dlq_sent: &mut bool) -> Result<Outcome> {
+        let Work {
+            projections, batch, ..
+        } = *work;
         let target = self.target.clone();
         let pg = |what: &str| Error::pg(&target, what.to_owned());
         let client = &self.client;
@@ -289,8 +288,7 @@ impl Store {
         let mut answers = answers.into_iter().skip(2);
         let mut next = || answers.next().unwrap_or_default();
         let stored: BTreeMap<i32, i64> = next().iter().map(|r| (r.get(0), r.get(1))).collect();
-        if &stored != expected {
-            warn!(target = %self.target, ?stored, ?expected, "stored offsets moved under this sink; re-reading them");
+        if work.moved(&self.target, &stored) {
             self.rollback().await?;
             return Ok(Outcome::Diverged);
         }
@@ -318,15 +316,8 @@ impl Store {
         }
         execs.extend(self.bookkeeping(batch));
 
-        let dead: Vec<DeadLetter<'_>> = batch
-            .rejected
-            .iter()
-            .map(|(i, why)| DeadLetter {
-                record: &records[*i],
-                why,
-            })
-            .collect();
-        dlq.send_all(&dead).await?;
+        let dead = work.letters(&batch.rejected);
+        work.dlq.send_all(&dead).await?;
         *dlq_sent = true;
         stats.dead_lettered = dead.len() as u64;
 
@@ -383,15 +374,10 @@ impl Store {
 
     /// The batch event by event, each in a savepoint: an event the database refuses is rolled
     /// back alone and sent to the DLQ (with the poison records, unless `dlq_sent` already).
-    async fn careful(
-        &mut self,
-        projections: &Projections,
-        batch: &Batch,
-        records: &[rdkafka::message::OwnedMessage],
-        expected: &BTreeMap<i32, i64>,
-        dlq: &Dlq,
-        dlq_sent: bool,
-    ) -> Result<Outcome> {
+    async fn careful(&mut self, work: &Work<'_>, dlq_sent: bool) -> Result<Outcome> {
+        let Work {
+            projections, batch, ..
+        } = *work;
         let target = self.target.clone();
         let pg = |what: &str| Error::pg(&target, what.to_owned());
         let execs = self.bookkeeping(batch);
@@ -413,8 +399,7 @@ impl Store {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        if &stored != expected {
-            warn!(target = %self.target, ?stored, ?expected, "stored offsets moved under this sink; re-reading them");
+        if work.moved(&self.target, &stored) {
             return Ok(Outcome::Diverged);
         }
 
@@ -452,15 +437,9 @@ impl Store {
         } else {
             &batch.rejected[..]
         };
-        let dead: Vec<DeadLetter<'_>> = rejected
-            .iter()
-            .chain(stats.db_rejected.iter())
-            .map(|(i, why)| DeadLetter {
-                record: &records[*i],
-                why,
-            })
-            .collect();
-        dlq.send_all(&dead).await?;
+        let mut dead = work.letters(rejected);
+        dead.extend(work.letters(&stats.db_rejected));
+        work.dlq.send_all(&dead).await?;
         stats.dead_lettered = (dead.len() + batch.rejected.len() - rejected.len()) as u64;
 
         for e in &execs {
@@ -468,6 +447,39 @@ impl Store {
         }
         tx.commit().await.map_err(pg("COMMIT"))?;
         Ok(Outcome::Committed(stats))
+    }
+}
+
+/// What one batch transaction works on.
+struct Work<'a> {
+    projections: &'a Projections,
+    batch: &'a Batch,
+    records: &'a [rdkafka::message::OwnedMessage],
+    /// What the task believes `walcast_offsets` holds.
+    expected: &'a BTreeMap<i32, i64>,
+    dlq: &'a Dlq,
+}
+
+impl<'a> Work<'a> {
+    /// Whether the offsets read under lock differ from the expected ones (a rebuild, or a
+    /// second sink on the target); logged.
+    fn moved(&self, target: &str, stored: &BTreeMap<i32, i64>) -> bool {
+        let moved = stored != self.expected;
+        if moved {
+            warn!(target = %target, ?stored, expected = ?self.expected, "stored offsets moved under this sink; re-reading them");
+        }
+        moved
+    }
+
+    /// The dead letters of `rejected` (record index, why).
+    fn letters(&self, rejected: &'a [(usize, Rejection)]) -> Vec<DeadLetter<'a>> {
+        rejected
+            .iter()
+            .map(|(i, why)| DeadLetter {
+                record: &self.records[*i],
+                why,
+            })
+            .collect()
     }
 }
 
