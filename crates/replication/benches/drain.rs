@@ -354,7 +354,7 @@ mod child {
         let (mut inserts, mut untyped) = (0u64, 0u64);
         loop {
             match stream.next().await? {
-                Event::Begin(_) => {}
+                Event::Begin(_) | Event::Interrupted(_) => {}
                 Event::Change(c) if c.op == Op::Insert => {
                     inserts += 1;
                     // jsonb must arrive embedded as JSON, not as a string.

@@ -102,6 +102,20 @@ pub struct TxnCommit {
     pub commit_ts: String,
 }
 
+/// The connection was lost inside a transaction whose Begin was handed out.
+///
+/// Its Commit will never follow: after the reconnection the server sends the whole
+/// transaction again, from a new [`Event::Begin`]. A caller forgets what it kept of the
+/// transaction (changes it already wrote downstream are the documented duplicate tail, and
+/// consumers deduplicate them) and must not wait for its Commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TxnInterrupted {
+    /// Transaction id.
+    pub xid: Xid,
+    /// LSN of its commit record (known from Begin).
+    pub commit_lsn: Lsn,
+}
+
 /// What [`crate::ChangeStream::next`] yields, in WAL order.
 // A Change is moved once, from the stream's queue to the caller; boxing it would cost an
 // allocation per row for nothing.
@@ -114,6 +128,8 @@ pub enum Event {
     Change(Change),
     /// The transaction's changes are complete.
     Commit(TxnCommit),
+    /// The connection was lost before the transaction's Commit; it is sent again whole.
+    Interrupted(TxnInterrupted),
 }
 
 impl Event {
@@ -126,6 +142,7 @@ impl Event {
             Event::Begin(b) => b.commit_lsn,
             Event::Change(c) => c.commit_lsn,
             Event::Commit(c) => c.end_lsn,
+            Event::Interrupted(i) => i.commit_lsn,
         }
     }
 }

@@ -26,8 +26,11 @@
 //! whose commit record starts at or after `R`; the client additionally drops
 //! any transaction whose commit LSN is before `R`. So a transaction the caller
 //! confirmed (by its commit end LSN) is never repeated, and one it did not
-//! confirm is delivered again from its Begin. The progress rules are in
-//! [`crate::progress`].
+//! confirm is delivered again from its Begin. When the connection breaks
+//! after a Begin was handed out and before its Commit, the stream yields
+//! [`Event::Interrupted`] for it first, so the caller drops what it holds of
+//! that transaction instead of waiting for a Commit that never comes. The
+//! progress rules are in [`crate::progress`].
 //!
 //! [`ChangeStream::next`] may be cancelled at any await point (a caller
 //! `select!`s it against its own work, e.g. acknowledgements to confirm):
@@ -46,7 +49,8 @@ use walcast_pgoutput::replication::XLogData;
 
 use crate::backoff::Backoff;
 use crate::change::{
-    Event, Txn, TxnBegin, TxnCommit, message_change, raw_row_change, row_change, truncate_changes,
+    Event, Txn, TxnBegin, TxnCommit, TxnInterrupted, message_change, raw_row_change, row_change,
+    truncate_changes,
 };
 use crate::config::ConnectConfig;
 use crate::connection::{ReplicationConnection, StartOptions, validate_slot_name};
@@ -301,9 +305,20 @@ impl ChangeStream {
         Ok(FeedbackStream::new(raw, resume, cfg.status_interval))
     }
 
-    /// The connection broke: drop it and start a reconnection schedule.
+    /// The connection broke: drop it and start a reconnection schedule. A transaction whose
+    /// Begin was handed out ends with [`Event::Interrupted`]: the server sends it again, whole,
+    /// after the reconnection, and the caller must not wait for this copy's Commit.
     fn lost(&mut self, cause: Error) {
         self.stream = None;
+        if let Some(txn) = self.txn.take()
+            && !std::mem::take(&mut self.skipping)
+        {
+            warn!(xid = txn.xid, commit_lsn = %txn.commit_lsn, "connection lost inside a transaction; the server sends it again from its Begin");
+            self.queue.push_back(Event::Interrupted(TxnInterrupted {
+                xid: txn.xid,
+                commit_lsn: txn.commit_lsn,
+            }));
+        }
         warn!(error = %cause, confirmed = %self.confirmed, "replication connection lost; reconnecting");
         self.retry = Retry {
             cause: Some(cause),

@@ -41,7 +41,8 @@
 //!         Event::Change(c) => println!("{}", serde_json::to_string(&c).unwrap_or_default()),
 //!         // Everything of the transaction is "durable" (printed): confirm it.
 //!         Event::Commit(c) => changes.confirm(c.end_lsn).await?,
-//!         Event::Begin(_) => {}
+//!         // The connection broke mid-transaction: it comes again from its Begin.
+//!         Event::Begin(_) | Event::Interrupted(_) => {}
 //!     }
 //! }
 //! # }
@@ -63,7 +64,7 @@ mod transport;
 mod wire;
 
 pub use backoff::Backoff;
-pub use change::{Change, Event, Op, RawRow, TxnBegin, TxnCommit};
+pub use change::{Change, Event, Op, RawRow, TxnBegin, TxnCommit, TxnInterrupted};
 pub use change_stream::{ChangeStream, ChangeStreamConfig};
 pub use config::{ConnectConfig, Host, SslMode};
 pub use connection::{

@@ -50,6 +50,8 @@ pub async fn tail<W: Write>(
         };
         match event {
             Event::Begin(_) => in_txn = true,
+            // The transaction is sent again whole; its changes printed so far repeat.
+            Event::Interrupted(_) => in_txn = false,
             Event::Commit(c) => {
                 in_txn = false;
                 out.flush().map_err(output_error)?;

@@ -41,6 +41,7 @@ async fn hundred_thousand_row_transaction_in_flat_memory() {
         max_buffered = max_buffered.max(stream.buffered());
         match ev {
             Event::Begin(_) => {}
+            Event::Interrupted(_) => panic!("the connection broke mid-transaction"),
             Event::Change(c) => {
                 rows += 1;
                 assert_eq!(c.new.as_ref().and_then(|n| n["id"].as_i64()), Some(rows));

@@ -13,7 +13,7 @@ fn committed_ids(events: &[Event]) -> Vec<i64> {
     let mut pending = Vec::new();
     for e in events {
         match e {
-            Event::Begin(_) => pending.clear(),
+            Event::Begin(_) | Event::Interrupted(_) => pending.clear(),
             Event::Change(c) => {
                 pending.extend(c.new.as_ref().and_then(|n| n["id"].as_i64()));
             }

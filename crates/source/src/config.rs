@@ -52,6 +52,11 @@ pub struct PostgresConfig {
     /// How often the slot lag is measured (seconds).
     #[serde(default = "default_lag_interval_secs")]
     pub lag_interval_secs: u64,
+    /// The slot's confirmed position has not moved for this long while WAL was written after
+    /// it: the source reports stalled progress (`/ready` 503, a warning, and the
+    /// `walcast_source_progress_stalled_seconds` gauge). Seconds.
+    #[serde(default = "default_stall_after_secs")]
+    pub stall_after_secs: u64,
 }
 
 /// What the router reads: the table, its columns and what to do with non-inserts.
@@ -266,6 +271,15 @@ impl SourceConfig {
                 "intervals must be greater than 0".into(),
             );
         }
+        if self.postgres.stall_after_secs < 2 * self.postgres.lag_interval_secs {
+            return bad(
+                "postgres.stall_after_secs",
+                format!(
+                    "is {} s, but the slot is measured every {} s (lag_interval_secs); set it to at least twice that",
+                    self.postgres.stall_after_secs, self.postgres.lag_interval_secs
+                ),
+            );
+        }
         if self.retry.initial_backoff_ms == 0
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
         {
@@ -351,6 +365,12 @@ fn default_status_interval_ms() -> u64 {
 }
 fn default_lag_interval_secs() -> u64 {
     5
+}
+/// Five minutes: far above the normal gaps (a status update every second, a keepalive
+/// whenever the walsender waits for WAL), and above the time a large transaction takes to
+/// publish, yet well inside the hours it takes a stuck slot to fill a disk.
+fn default_stall_after_secs() -> u64 {
+    300
 }
 fn default_topic() -> String {
     "catalog.events".into()

@@ -38,6 +38,22 @@
 //!   entry: the transaction is confirmable once the dead letter is acknowledged.
 //! * **Shutdown in the middle of a transaction**: its Commit was never read, so it is never
 //!   confirmed; it is sent again, whole, after the restart.
+//! * **The replication connection drops in the middle of a transaction** (Postgres restart,
+//!   `pg_terminate_backend`, a network blip): the stream says so
+//!   ([`walcast_replication::Event::Interrupted`]) and the server sends the transaction again
+//!   from its Begin, as a new entry. The interrupted entry is *abandoned*: it never confirms
+//!   anything, and it leaves the ledger once the records already produced for it are
+//!   acknowledged (those records are the duplicate tail; the new entry produces them again).
+//!   Without this, the entry would wait for a Commit that never comes and block every later
+//!   transaction for good.
+//!
+//! # Bounded size
+//!
+//! Entries that have nothing outstanding and are complete (committed, or abandoned) are
+//! folded into the complete entry before them. So while the broker is down and heartbeats or
+//! transactions without events keep arriving, the ledger holds at most one complete entry
+//! between two entries with outstanding records: its size is bounded by the in-flight bound,
+//! not by how long the outage lasts.
 
 use std::collections::VecDeque;
 
@@ -49,10 +65,26 @@ pub struct TxnId(u64);
 
 #[derive(Debug, Clone)]
 struct Entry {
-    /// The commit end LSN, once the Commit was read.
-    end: Option<Lsn>,
+    state: State,
     /// Records produced and not yet acknowledged.
     outstanding: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Begin read, Commit not yet.
+    Open,
+    /// Commit read: confirmable up to this end LSN once nothing is outstanding.
+    Committed(Lsn),
+    /// The connection broke before the Commit; the transaction is sent again as a new entry.
+    Abandoned,
+}
+
+impl Entry {
+    /// Complete and with nothing outstanding: only its LSN (if any) matters any more.
+    fn is_done(&self) -> bool {
+        self.outstanding == 0 && self.state != State::Open
+    }
 }
 
 /// See the module docs.
@@ -79,7 +111,7 @@ impl Ledger {
     /// A transaction began.
     pub fn begin(&mut self) -> TxnId {
         self.entries.push_back(Entry {
-            end: None,
+            state: State::Open,
             outstanding: 0,
         });
         TxnId(self.first + self.entries.len() as u64 - 1)
@@ -103,17 +135,31 @@ impl Ledger {
     /// The Commit of `txn` was read; its end LSN is `end`.
     pub fn commit(&mut self, txn: TxnId, end: Lsn) {
         if let Some(e) = self.entry(txn) {
-            e.end = Some(end);
+            e.state = State::Committed(end);
         }
+        self.fold_back();
+        self.advance();
+    }
+
+    /// The connection broke before the Commit of `txn` was read: the transaction comes again
+    /// as a new entry; this one only waits for the records already produced for it.
+    pub fn interrupted(&mut self, txn: TxnId) {
+        if let Some(e) = self.entry(txn)
+            && e.state == State::Open
+        {
+            e.state = State::Abandoned;
+        }
+        self.fold_back();
         self.advance();
     }
 
     /// A non-transactional message at `lsn` (nothing to deliver).
     pub fn message(&mut self, lsn: Lsn) {
         self.entries.push_back(Entry {
-            end: Some(lsn),
+            state: State::Committed(lsn),
             outstanding: 0,
         });
+        self.fold_back();
         self.advance();
     }
 
@@ -137,7 +183,7 @@ impl Ledger {
 
     /// Whether the newest entry is a transaction whose Commit has not been read.
     pub fn in_transaction(&self) -> bool {
-        self.entries.back().is_some_and(|e| e.end.is_none())
+        self.entries.back().is_some_and(|e| e.state == State::Open)
     }
 
     fn entry(&mut self, txn: TxnId) -> Option<&mut Entry> {
@@ -145,16 +191,34 @@ impl Ledger {
         self.entries.get_mut(usize::try_from(i).ok()?)
     }
 
+    /// Folds a done newest entry into a done entry before it (see "Bounded size"). Only the
+    /// newest entry is ever removed here, so no id of a live entry changes; the removed one
+    /// has nothing outstanding, so no acknowledgement refers to it any more.
+    fn fold_back(&mut self) {
+        let n = self.entries.len();
+        if n < 2 || !self.entries[n - 1].is_done() || !self.entries[n - 2].is_done() {
+            return;
+        }
+        if let Some(last) = self.entries.pop_back() {
+            let before = &mut self.entries[n - 2];
+            before.state = match (before.state, last.state) {
+                (State::Committed(a), State::Committed(b)) => State::Committed(a.max(b)),
+                (State::Committed(a), _) | (_, State::Committed(a)) => State::Committed(a),
+                (s, _) => s,
+            };
+        }
+    }
+
     fn advance(&mut self) {
         while let Some(front) = self.entries.front() {
-            match front.end {
-                Some(end) if front.outstanding == 0 => {
-                    self.confirmable = self.confirmable.max(end);
-                    self.entries.pop_front();
-                    self.first += 1;
-                }
-                _ => break,
+            if !front.is_done() {
+                break;
             }
+            if let State::Committed(end) = front.state {
+                self.confirmable = self.confirmable.max(end);
+            }
+            self.entries.pop_front();
+            self.first += 1;
         }
     }
 }
@@ -207,7 +271,8 @@ mod tests {
         l.commit(t2, Lsn(20));
         l.message(Lsn(25));
         assert_eq!(l.take(), None);
-        assert_eq!(l.pending(), 3);
+        // The empty transaction and the message are folded into one entry.
+        assert_eq!(l.pending(), 2);
         l.acknowledged(t1);
         assert_eq!(l.take(), Some(Lsn(25)));
     }
@@ -219,6 +284,84 @@ mod tests {
         l.commit(t, Lsn(400));
         assert_eq!(l.confirmable(), Lsn(500));
         assert_eq!(l.take(), None);
+    }
+
+    #[test]
+    fn an_interrupted_transaction_does_not_block_its_resent_copy() {
+        let mut l = Ledger::new(Lsn(100));
+        let cut = l.begin();
+        l.produced(cut);
+        l.produced(cut);
+        l.acknowledged(cut);
+        // The connection breaks; the server sends the transaction again from its Begin.
+        l.interrupted(cut);
+        assert!(!l.in_transaction());
+        let again = l.begin();
+        l.produced(again);
+        l.acknowledged(again);
+        l.commit(again, Lsn(300));
+        assert_eq!(
+            l.take(),
+            None,
+            "a record of the cut copy is still outstanding"
+        );
+        l.acknowledged(cut);
+        assert_eq!(l.take(), Some(Lsn(300)));
+        assert_eq!(l.pending(), 0);
+        // Later transactions confirm as usual.
+        let next = l.begin();
+        l.commit(next, Lsn(400));
+        assert_eq!(l.take(), Some(Lsn(400)));
+    }
+
+    #[test]
+    fn an_interrupted_transaction_with_nothing_outstanding_leaves_at_once() {
+        let mut l = Ledger::new(Lsn(100));
+        let cut = l.begin();
+        l.interrupted(cut);
+        assert_eq!(l.pending(), 0);
+        assert_eq!(l.take(), None, "an abandoned entry confirms nothing");
+        let t = l.begin();
+        l.commit(t, Lsn(200));
+        assert_eq!(l.take(), Some(Lsn(200)));
+    }
+
+    #[test]
+    fn stays_small_while_a_record_is_outstanding() {
+        let mut l = Ledger::new(Lsn(0));
+        let blocked = l.begin();
+        l.produced(blocked);
+        l.commit(blocked, Lsn(10));
+        // The broker is down: heartbeats and transactions without events keep coming.
+        for i in 0..100_000u64 {
+            if i % 2 == 0 {
+                l.message(Lsn(20 + i));
+            } else {
+                let t = l.begin();
+                l.commit(t, Lsn(20 + i));
+            }
+        }
+        assert!(l.pending() <= 2, "{} entries", l.pending());
+        assert_eq!(l.take(), None);
+        l.acknowledged(blocked);
+        assert_eq!(l.take(), Some(Lsn(20 + 99_999)));
+        assert_eq!(l.pending(), 0);
+    }
+
+    #[test]
+    fn folding_keeps_ids_of_open_transactions() {
+        let mut l = Ledger::new(Lsn(0));
+        let a = l.begin();
+        l.produced(a);
+        l.commit(a, Lsn(10));
+        l.message(Lsn(15));
+        let b = l.begin();
+        l.produced(b);
+        l.commit(b, Lsn(20));
+        l.acknowledged(b);
+        assert_eq!(l.take(), None);
+        l.acknowledged(a);
+        assert_eq!(l.take(), Some(Lsn(20)));
     }
 
     #[test]

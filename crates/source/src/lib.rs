@@ -218,8 +218,10 @@ impl Source {
                 lag_interval: Duration::from_secs(config.postgres.lag_interval_secs),
                 heartbeat_interval: (config.heartbeat.interval_secs > 0)
                     .then(|| Duration::from_secs(config.heartbeat.interval_secs)),
+                stall_after: Duration::from_secs(config.postgres.stall_after_secs),
             },
             self.metrics.clone(),
+            self.health.clone(),
             monitor_rx,
         ));
         let pipeline = Pipeline::new(

@@ -14,6 +14,7 @@ pub const HEARTBEATS: &str = "walcast_source_heartbeats_total";
 pub const IN_FLIGHT: &str = "walcast_source_in_flight_records";
 pub const SLOT_LAG: &str = "walcast_source_slot_lag_bytes";
 pub const CONFIRMED_LSN: &str = "walcast_source_confirmed_lsn";
+pub const PROGRESS_STALLED: &str = "walcast_source_progress_stalled_seconds";
 pub const COMMIT_TO_ACK: &str = "walcast_source_commit_to_ack_seconds";
 
 /// Every metric of the source.
@@ -31,6 +32,7 @@ pub struct SourceMetrics {
     pub in_flight: Gauge,
     pub slot_lag: Gauge,
     pub confirmed_lsn: Gauge,
+    pub progress_stalled: Gauge,
     pub commit_to_ack: Histogram,
 }
 
@@ -50,6 +52,7 @@ impl SourceMetrics {
             in_flight: registry.gauge(IN_FLIGHT, "Records produced and not yet acknowledged.", l),
             slot_lag: registry.gauge(SLOT_LAG, "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn, in bytes.", l),
             confirmed_lsn: registry.gauge(CONFIRMED_LSN, "Last LSN confirmed to Postgres, as a number.", l),
+            progress_stalled: registry.gauge(PROGRESS_STALLED, "Seconds the slot's confirmed_flush_lsn has not moved while WAL was written after it (0 while it moves or is caught up).", l),
             commit_to_ack: registry.histogram(COMMIT_TO_ACK, "Time from a transaction's commit to the broker's acknowledgement of its events.", l, LATENCY_BUCKETS),
         }
     }

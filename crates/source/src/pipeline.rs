@@ -177,6 +177,14 @@ impl Pipeline {
                 }
                 self.confirm().await?;
             }
+            Event::Interrupted(i) => {
+                // The server sends the transaction again from its Begin (see the ledger).
+                if let Some((id, _)) = self.txn.take() {
+                    info!(xid = i.xid, commit_lsn = %i.commit_lsn, "transaction interrupted by a reconnection; it is streamed again, and what was produced of it is the duplicate tail");
+                    self.ledger.interrupted(id);
+                }
+                self.confirm().await?;
+            }
             Event::Change(change) => {
                 let Some((id, meta)) = &self.txn else {
                     // A non-transactional logical message (the heartbeat): nothing to deliver.
@@ -380,10 +388,20 @@ impl Pipeline {
             if self.last_stall_log.take().is_some() {
                 info!(confirmed = %self.ledger.confirmable(), "Kafka acknowledges again");
             }
-            self.health.set(
-                true,
-                &format!("streaming; confirmed {}", self.ledger.confirmable()),
-            );
+            // The monitor measures stalled progress on its own connection; it turns readiness
+            // off while the slot does not move, and this tick must not turn it back on.
+            let stalled = Duration::from_secs_f64(self.metrics.progress_stalled.get().max(0.0));
+            if stalled >= Duration::from_secs(self.config.postgres.stall_after_secs) {
+                self.health.set(
+                    false,
+                    &crate::monitor::stall_reason(stalled, self.metrics.slot_lag.get()),
+                );
+            } else {
+                self.health.set(
+                    true,
+                    &format!("streaming; confirmed {}", self.ledger.confirmable()),
+                );
+            }
         }
         Ok(())
     }

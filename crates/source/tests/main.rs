@@ -9,5 +9,6 @@ mod dead_letters;
 mod delivery;
 mod idle;
 mod outage;
+mod reconnect;
 mod startup;
 mod support;

@@ -17,7 +17,9 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
     let db = TestDb::new("outage");
     db.prepare().await;
     let dir = ok(tempfile::tempdir());
-    let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
+    let mut config = load_config(&config_file(dir.path(), &db, &brokers, "", ""));
+    config.postgres.stall_after_secs = 10;
+    let source = InProcess::start(config);
     assert!(wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await);
 
     let load = Load {
@@ -59,6 +61,11 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
         "slot lag grows while the broker is down ({lag_at_kill} -> {lag})"
     );
     assert!(source.metric(metrics::KAFKA_ERRORS) > 0.0);
+    let stalled = source.metric(metrics::PROGRESS_STALLED);
+    assert!(
+        stalled >= 10.0,
+        "the slot has not moved for 30 s while WAL grew: progress is stalled ({stalled} s reported)"
+    );
     let kafka = ok(blocking(move || kafka.restart().map(|()| kafka)).await);
 
     ok(writer.await);
@@ -87,6 +94,11 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
     })
     .await;
     assert!(ready, "ready again once the broker acknowledges");
+    let unstalled = wait_until(Duration::from_secs(30), || async {
+        source.metric(metrics::PROGRESS_STALLED) == 0.0
+    })
+    .await;
+    assert!(unstalled, "no stall once the slot moves again");
     ok(source.stop().await);
     db.drop_slot().await;
     drop(kafka);

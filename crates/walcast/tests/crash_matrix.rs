@@ -1,14 +1,17 @@
 //! The crash matrix: while writers load events through the catalog write API and directly in
 //! SQL, kill -9 the source, the sink, Kafka, a replica's Postgres and the leader Postgres at
-//! random moments, bring each back, and check that every target equals the write database
-//! row for row, that every event reached the topic and every target once, and print
-//! `fault | trials | events lost | wrong rows`.
+//! random moments, and terminate the source's replication connection in the middle of a large
+//! transaction; bring each back, and check that every target equals the write database row
+//! for row, that every event reached the topic and every target once, and print
+//! `fault | trials | events lost | wrong rows`. After a cut replication connection the slot
+//! must also be confirmed to the end of the WAL written.
 //!
-//! CI runs the reduced form (each fault twice, 5,000 events). The full form —
-//! 50,000 events, each fault four times, release build — is `scripts/crash-matrix.sh`:
+//! CI runs the reduced form (each fault twice, 5,000 events, large transactions of up to
+//! 10,000 rows). The full form — 50,000 events, each fault four times, transactions of up to
+//! 100,000 rows, release build — is `scripts/crash-matrix.sh`:
 //!
 //! ```text
-//! WALCAST_CRASH_EVENTS=50000 WALCAST_CRASH_TRIALS=4 \
+//! WALCAST_CRASH_EVENTS=50000 WALCAST_CRASH_TRIALS=4 WALCAST_CRASH_BIG_TX=100000 \
 //!   cargo test --release -p walcast --test crash_matrix -- --nocapture
 //! ```
 //! `WALCAST_CRASH_SEED` replays a run's random choices (the seed is printed first).
@@ -32,6 +35,7 @@ enum Fault {
     Kafka,
     Replica,
     Leader,
+    Walsender,
 }
 
 impl Fault {
@@ -42,6 +46,7 @@ impl Fault {
             Fault::Kafka => "kill -9 Kafka",
             Fault::Replica => "kill -9 a replica's Postgres",
             Fault::Leader => "kill -9 leader Postgres",
+            Fault::Walsender => "replication cut mid-transaction",
         }
     }
 }
@@ -53,8 +58,129 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// One large transaction (`rows` products created, each with its outbox row) committed on the
+/// leader; then the source's replication connection is terminated `cuts` times at random
+/// moments while the source publishes it. Returns what happened, for the trial's line.
+async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng) -> String {
+    let write = e2e::connect(&stack.write_dsn()).await.unwrap();
+    let published = || {
+        let port = stack.source_admin;
+        async move {
+            tokio::task::spawn_blocking(move || e2e::http(port, "GET", "/metrics", None))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map_or(0.0, |(_, body)| {
+                    e2e::prometheus_value(&body, "walcast_source_events_published_total")
+                })
+        }
+    };
+    let before = published().await;
+    let tag = rng.next();
+    write
+        .execute(
+            &format!(
+                "WITH p AS (INSERT INTO products (id, sku, name, description, price, currency, \
+                 is_active, version) SELECT gen_random_uuid(), 'BIG-{tag:x}-' || g, 'Bulk ' || g, \
+                 NULL, 10.00 + g % 100, 'EUR', true, 1 FROM generate_series(1, {rows}) g \
+                 RETURNING *) \
+                 INSERT INTO outbox_messages (id, aggregate_id, event_type, occurred_at, payload) \
+                 SELECT gen_random_uuid(), p.id, 'ProductCreated', now(), jsonb_build_object( \
+                 'productId', p.id, 'sku', p.sku, 'name', p.name, 'description', p.description, \
+                 'price', p.price::text, 'currency', p.currency, 'isActive', p.is_active, \
+                 'version', p.version) FROM p"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut notes = Vec::new();
+    let mut base = before;
+    for _ in 0..cuts {
+        // Somewhere between 5 % and 80 % of the transaction, counted in acknowledgements since
+        // the last cut (each cut makes the server send it again from its Begin).
+        let at = base + rows as f64 * rng.between(5, 80) as f64 / 100.0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while published().await < at && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid: Option<i32> = write
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&stack.slot],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        let now = published().await;
+        let done = now - base;
+        base = now;
+        if let Some(pid) = pid {
+            write
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .unwrap();
+        }
+        notes.push(format!("cut at {done}"));
+        // Wait for the walsender to come back before the next cut.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let active: Option<i32> = write
+                .query_opt(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&stack.slot],
+                )
+                .await
+                .unwrap()
+                .and_then(|r| r.get(0));
+            if active.is_some_and(|a| Some(a) != pid) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    format!("{rows} rows, {}", notes.join(", "))
+}
+
+/// Waits until the slot's confirmed_flush_lsn reaches the WAL written so far.
+async fn slot_confirmed_to_the_end(stack: &Stack, within: Duration) -> Result<(), String> {
+    let write = e2e::connect(&stack.write_dsn()).await.unwrap();
+    let end: String = write
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let behind: Option<bool> = write
+            .query_opt(
+                "SELECT confirmed_flush_lsn < $2::text::pg_lsn FROM pg_replication_slots \
+                 WHERE slot_name = $1",
+                &[&stack.slot, &end],
+            )
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        if behind == Some(false) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the slot was not confirmed to {end} within {within:?} after the cut"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Kills the part `fault` names, leaves it down for `down`, and brings it back.
 async fn inject(stack: &mut Stack, fault: Fault, rng: &mut Rng, down: Duration) -> String {
+    if fault == Fault::Walsender {
+        let max: u64 = env_or("WALCAST_CRASH_BIG_TX", 10_000);
+        let rows = rng.between(max / 10, max).max(1);
+        let cuts = 1 + rng.below(2);
+        return cut_mid_transaction(stack, rows, cuts, rng).await;
+    }
     let replica = rng.below(3) as usize;
     match fault {
         Fault::Source => stack.source.kill(),
@@ -62,6 +188,7 @@ async fn inject(stack: &mut Stack, fault: Fault, rng: &mut Rng, down: Duration) 
         Fault::Kafka => stack.kafka.kill(),
         Fault::Replica => stack.replicas[replica].kill(),
         Fault::Leader => stack.leader.kill(),
+        Fault::Walsender => {}
     }
     tokio::time::sleep(down).await;
     tokio::task::block_in_place(|| match fault {
@@ -70,6 +197,7 @@ async fn inject(stack: &mut Stack, fault: Fault, rng: &mut Rng, down: Duration) 
         Fault::Kafka => stack.kafka.restart().unwrap(),
         Fault::Replica => stack.replicas[replica].restart().unwrap(),
         Fault::Leader => stack.leader.restart().unwrap(),
+        Fault::Walsender => {}
     });
     match fault {
         Fault::Replica => format!("replica-{}", replica + 1),
@@ -97,6 +225,7 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
         Fault::Kafka,
         Fault::Replica,
         Fault::Leader,
+        Fault::Walsender,
     ]
     .iter()
     .flat_map(|f| std::iter::repeat_n(*f, trials))
@@ -136,6 +265,11 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
         let what = inject(&mut stack, fault, &mut rng, down).await;
         let report = loader.await.unwrap();
         let mut verdict = verify::converge(&mut stack, Duration::from_secs(240)).await;
+        if fault == Fault::Walsender
+            && let Err(stuck) = slot_confirmed_to_the_end(&stack, Duration::from_secs(60)).await
+        {
+            verdict.notes.push(stuck);
+        }
         // The topic keeps every trial's records: count this trial's new duplicates only.
         let cumulative = verdict.topic_duplicates;
         verdict.topic_duplicates = cumulative.saturating_sub(duplicates_before);

@@ -448,6 +448,17 @@ pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres
 }
 
 /// The status code of a GET, or `None` if nothing answers.
+/// The first sample of `name` in a Prometheus text exposition (0 when absent).
+pub fn prometheus_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix(name))
+        .find(|rest| rest.starts_with([' ', '{']))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
     let (status, _) = http(port, "GET", path, None).ok()?;
     Some(status)
