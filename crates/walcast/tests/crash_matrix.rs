@@ -76,6 +76,7 @@ async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng)
         }
     };
     let before = published().await;
+    let interrupted_before = interrupted(stack);
     let tag = rng.next();
     write
         .execute(
@@ -139,7 +140,27 @@ async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng)
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    format!("{rows} rows, {}", notes.join(", "))
+    // The source logs each transaction it had to abandon; wait for the last cut's line.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while interrupted(stack) < interrupted_before + cuts as usize
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    format!(
+        "{rows} rows, {}, {} interrupted",
+        notes.join(", "),
+        interrupted(stack) - interrupted_before
+    )
+}
+
+/// Transactions the source abandoned after a cut replication connection, from its logs.
+fn interrupted(stack: &Stack) -> usize {
+    stack
+        .source
+        .all_logs()
+        .matches("transaction interrupted by a reconnection")
+        .count()
 }
 
 /// Waits until the slot's confirmed_flush_lsn reaches the WAL written so far.
