@@ -157,6 +157,22 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Like [`client_config`], for topics whose `max.message.bytes` is `limit`, below
+/// `[kafka] max_message_bytes`: no record batch may be larger, or the broker refuses the
+/// whole batch (small records with it) as too large.
+pub fn capped_client_config(config: &KafkaConfig, limit: usize) -> ClientConfig {
+    let mut c = client_config(config);
+    let cap = limit.saturating_sub(crate::outbox::FRAMING_BYTES).max(1000);
+    let batch = config
+        .properties
+        .get("batch.size")
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(cap, |b| b.min(cap));
+    c.set("message.max.bytes", cap.to_string())
+        .set("batch.size", batch.to_string());
+    c
+}
+
 impl Producer {
     /// A producer whose acknowledgements go to `acks`.
     pub fn new(
@@ -164,7 +180,16 @@ impl Producer {
         metrics: SourceMetrics,
         acks: mpsc::UnboundedSender<Ack>,
     ) -> Result<Producer> {
-        let inner = client_config(config)
+        Producer::with(client_config(config), metrics, acks)
+    }
+
+    /// A producer with these librdkafka settings (see [`capped_client_config`]).
+    pub fn with(
+        config: ClientConfig,
+        metrics: SourceMetrics,
+        acks: mpsc::UnboundedSender<Ack>,
+    ) -> Result<Producer> {
+        let inner = config
             .create_with_context(Context { acks, metrics })
             .map_err(Error::kafka("creating the producer"))?;
         Ok(Producer { inner })

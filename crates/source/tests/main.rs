@@ -11,3 +11,4 @@ mod idle;
 mod outage;
 mod startup;
 mod support;
+mod topics;
