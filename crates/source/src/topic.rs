@@ -11,7 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
@@ -210,6 +210,12 @@ impl TopicAdmin {
             .map_err(Error::kafka(context()))?;
         let config = match results.into_iter().next() {
             Some(Ok(config)) => config,
+            // Not allowed to read topic configs (ACLs), or a broker without the request: the
+            // limit stays unknown and the configured max_message_bytes alone applies, as before.
+            Some(Err(code)) if refusal(code) => {
+                warn!(topic, error = %code, "cannot read the topic's max.message.bytes; keep [kafka] max_message_bytes at or below it");
+                return Ok(usize::MAX);
+            }
             Some(Err(code)) => return Err(Error::kafka(context())(KafkaError::AdminOp(code))),
             None => {
                 let code = RDKafkaErrorCode::UnknownTopicOrPartition;
