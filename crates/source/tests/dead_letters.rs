@@ -34,13 +34,18 @@ pub fn insert(id: u32, aggregate: &str, event_type: &str, payload: &str) -> Stri
 /// A connector file routing by `{event_type}` to `<db>.ev.<type>`, dead letters to
 /// `<db>.tpl.dlq`; `kafka_extra` goes into `[kafka]`.
 pub fn template_config(db: &TestDb, kafka_extra: &str) -> SourceConfig {
+    template_config_on(db, &shared_kafka().bootstrap(), kafka_extra)
+}
+
+/// Like [`template_config`], on the broker at `brokers`.
+pub fn template_config_on(db: &TestDb, brokers: &str, kafka_extra: &str) -> SourceConfig {
     let dir = ok(tempfile::tempdir());
     let dir = dir.path();
     let kafka_extra = format!(
         "topic = \"{name}.ev.{{event_type}}\"\ndlq_topic = \"{name}.tpl.dlq\"\n{kafka_extra}",
         name = db.name
     );
-    let path = config_file(dir, db, &shared_kafka().bootstrap(), &kafka_extra, "");
+    let path = config_file(dir, db, brokers, &kafka_extra, "");
     // config_file already wrote `topic = <db>.events`; the template replaces it.
     let text =
         ok(std::fs::read_to_string(&path)).replace(&format!("topic = \"{}\"\n", db.topic), "");

@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use walcast_source::record;
+use walcast_testkit::Kafka;
 
-use crate::dead_letters::{AGG, TEXT_OUTBOX, expect, insert, read, template_config};
+use crate::dead_letters::{
+    AGG, TEXT_OUTBOX, expect, insert, read, template_config, template_config_on,
+};
 use crate::support::kafka::Received;
-use crate::support::{InProcess, TestDb, blocking, ok, shared_kafka, start_source};
+use crate::support::{InProcess, TestDb, blocking, ok, shared_kafka, start_source, wait_until};
 
 /// Writes one event per type, in order (ids 1, 2, ...).
 async fn write_types(db: &TestDb, types: &[&str]) {
@@ -179,5 +182,52 @@ async fn a_topic_with_a_lower_max_message_bytes_dead_letters_only_the_big_event(
     assert_eq!(kind, "payload_too_large", "{error}");
     assert!(error.contains("max.message.bytes = 100000"), "{error}");
     ok(source.stop().await);
+    db.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_topic_creation_keeps_the_replication_connection_alive() {
+    let mut kafka = ok(blocking(Kafka::start).await);
+    let brokers = kafka.bootstrap();
+    let mut db = TestDb::new("keepalive");
+    db.prepare_with(TEXT_OUTBOX).await;
+    // A short keepalive budget for this source's walsender only.
+    db.dsn = format!("{} options='-c wal_sender_timeout=4s'", db.dsn);
+    let source = InProcess::start(template_config_on(&db, &brokers, ""));
+    write_types(&db, &["Alpha"]).await;
+    let (b, topic) = (brokers.clone(), format!("{}.ev.Alpha", db.name));
+    let alpha = blocking(move || read(b, topic, 1)).await;
+    let (_, source) = expect(alpha, source).await;
+    let pid_sql = format!(
+        "SELECT active_pid::text FROM pg_replication_slots WHERE slot_name = '{}'",
+        db.slot
+    );
+    let pid = db.query_text(&pid_sql).await;
+    assert!(pid.is_some(), "the slot is streaming");
+
+    // With the broker gone, creating Beta's topic waits for the admin request's timeout
+    // (10 s); meanwhile status updates must keep the walsender from timing out at 4 s.
+    kafka.kill();
+    db.exec(&insert(2, &format!("'{AGG}'"), "'Beta'", "'{}'"))
+        .await;
+    let dropped = wait_until(Duration::from_secs(8), || async {
+        db.query_text(&pid_sql).await != pid
+    })
+    .await;
+    assert!(
+        !dropped,
+        "the walsender ended while the topic was being created: {:?} -> {:?}",
+        pid,
+        db.query_text(&pid_sql).await
+    );
+
+    // The broker comes back: Beta's topic is created and its event published.
+    let kafka = ok(blocking(move || kafka.restart().map(|()| kafka)).await);
+    let (b, topic) = (brokers.clone(), format!("{}.ev.Beta", db.name));
+    let beta = blocking(move || read(b, topic, 1)).await;
+    let (beta, source) = expect(beta, source).await;
+    assert_eq!(beta[0].id(), "00000000-0000-4000-8000-000000000002");
+    ok(source.stop().await);
+    drop(kafka);
     db.drop_slot().await;
 }
