@@ -88,7 +88,7 @@ pub(crate) struct Pipeline {
     /// The cluster's topic names, listed at the first template topic (collisions, `max_topics`).
     cluster_topics: Option<HashSet<String>>,
     /// Producers whose batches fit topics with a `max.message.bytes` below the configured
-    /// `max_message_bytes`, by that limit.
+    /// `max_message_bytes`, by batch bound (see `topics::batch_class`).
     capped: HashMap<usize, Producer>,
     template: Option<TopicTemplate>,
     in_flight: usize,
@@ -267,7 +267,7 @@ impl Pipeline {
             let Sink::Kafka { producer, .. } = &self.sink else {
                 return Ok(());
             };
-            let producer = self.capped.get(&limit).unwrap_or(producer);
+            let producer = self.capped_producer(limit).unwrap_or(producer);
             match producer.send(&record, meta) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {

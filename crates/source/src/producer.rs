@@ -157,19 +157,19 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Like [`client_config`], for topics whose `max.message.bytes` is `limit`, below
-/// `[kafka] max_message_bytes`: no record batch may be larger, or the broker refuses the
-/// whole batch (small records with it) as too large.
-pub fn capped_client_config(config: &KafkaConfig, limit: usize) -> ClientConfig {
+/// Like [`client_config`], with record batches (`batch.size`) below `bound` bytes: for topics
+/// whose `max.message.bytes` is at least `bound` but below `[kafka] max_message_bytes`, which
+/// the broker checks against whole batches (a larger batch is refused with the small records
+/// in it). A single record is checked against its topic's limit before it is sent.
+pub fn capped_client_config(config: &KafkaConfig, bound: usize) -> ClientConfig {
     let mut c = client_config(config);
-    let cap = limit.saturating_sub(crate::outbox::FRAMING_BYTES).max(1000);
+    let cap = bound.saturating_sub(crate::outbox::FRAMING_BYTES).max(1);
     let batch = config
         .properties
         .get("batch.size")
         .and_then(|v| v.parse::<usize>().ok())
         .map_or(cap, |b| b.min(cap));
-    c.set("message.max.bytes", cap.to_string())
-        .set("batch.size", batch.to_string());
+    c.set("batch.size", batch.to_string());
     c
 }
 

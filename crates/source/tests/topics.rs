@@ -139,18 +139,21 @@ async fn a_topic_with_a_lower_max_message_bytes_dead_letters_only_the_big_event(
         .create_topic_with(&db.topic, 3, &[("max.message.bytes", "100000")])
         .await);
     let source = start_source(&db, "");
-    // One transaction: 3,000 small events (about 600 kB together, produced in one burst)
-    // and one 150 kB event, above the topic's limit but below the client's 1 MB.
-    let small = 3000;
+    // One transaction: 3,000 small events (about 600 kB together, produced in one burst),
+    // one 150 kB event, above the topic's limit but below the client's 1 MB, and one 90 kB
+    // event, below the topic's limit (it must go through, alone in its batch if need be).
+    let fitting = 3001;
     db.exec(&format!(
         "BEGIN;
          INSERT INTO outbox_messages (id, aggregate_id, event_type, occurred_at, payload)
          SELECT gen_random_uuid(), md5((g % 50)::text)::uuid, 'ProductUpdated', now(),
                 jsonb_build_object('seq', g, 'pad', repeat('p', 150))
-         FROM generate_series(1, {small}) g;
+         FROM generate_series(1, {fitting} - 1) g;
          INSERT INTO outbox_messages (id, aggregate_id, event_type, occurred_at, payload)
          VALUES ('00000000-0000-4000-8000-0000000000bb', '{AGG}', 'ProductUpdated', now(),
-                 jsonb_build_object('blob', repeat('x', 150000)));
+                 jsonb_build_object('blob', repeat('x', 150000))),
+                ('00000000-0000-4000-8000-0000000000aa', '{AGG}', 'ProductUpdated', now(),
+                 jsonb_build_object('blob', repeat('y', 90000)));
          COMMIT;"
     ))
     .await;
@@ -161,8 +164,8 @@ async fn a_topic_with_a_lower_max_message_bytes_dead_letters_only_the_big_event(
     );
     let got = blocking(move || {
         let mut reader = crate::support::kafka::TopicReader::new(&brokers, &topic);
-        if !reader.until_ids(small, Duration::from_secs(120)) {
-            return Err(format!("{} of {small} small events", reader.distinct()));
+        if !reader.until_ids(fitting, Duration::from_secs(120)) {
+            return Err(format!("{} of {fitting} events", reader.distinct()));
         }
         let dead = read(brokers, dlq, 1)?;
         reader.read_to_end(Duration::from_secs(10));
@@ -170,7 +173,10 @@ async fn a_topic_with_a_lower_max_message_bytes_dead_letters_only_the_big_event(
     })
     .await;
     let ((events, dead), source) = expect(got, source).await;
-    assert_eq!(events, small, "every small event on its topic");
+    assert_eq!(
+        events, fitting,
+        "every event within the topic's limit on the topic"
+    );
     assert_eq!(
         dead.len(),
         1,

@@ -29,20 +29,33 @@ const REFUSAL_RECHECK: Duration = Duration::from_secs(60);
 const MAX_REFUSALS: usize = 1024;
 
 impl Pipeline {
-    /// A producer for topics whose `max.message.bytes` is `limit`, if the default one's
-    /// batches could be larger.
+    /// Makes the producer for topics whose `max.message.bytes` is `limit`, if the default
+    /// one's batches could be larger than that.
     pub(super) fn ensure_producer(&mut self, limit: usize) -> Result<()> {
-        if limit >= self.config.kafka.max_message_bytes || self.capped.contains_key(&limit) {
+        if limit >= self.config.kafka.max_message_bytes {
             return Ok(());
         }
-        let config = capped_client_config(&self.config.kafka, limit);
+        let class = batch_class(limit);
+        if self.capped.contains_key(&class) {
+            return Ok(());
+        }
+        let config = capped_client_config(&self.config.kafka, class);
         let producer = Producer::with(config, self.metrics.clone(), self.acks_tx.clone())?;
         info!(
             max_message_bytes = limit,
+            batch_bytes = class,
             "a producer with smaller batches for topics with a lower max.message.bytes"
         );
-        self.capped.insert(limit, producer);
+        self.capped.insert(class, producer);
         Ok(())
+    }
+
+    /// The producer made by [`Pipeline::ensure_producer`] for `limit`; `None`: the default.
+    pub(super) fn capped_producer(&self, limit: usize) -> Option<&Producer> {
+        if limit >= self.config.kafka.max_message_bytes {
+            return None;
+        }
+        self.capped.get(&batch_class(limit))
     }
 
     /// The `max.message.bytes` of the record's topic, creating or checking the topic the
@@ -189,6 +202,16 @@ async fn with_keepalive<T>(
     }
 }
 
+/// Topics are grouped by the largest power of two not above their `max.message.bytes`: one
+/// producer per group (batches below the group's bound), so a cluster of topics with many
+/// different limits costs a handful of producers, not one each.
+fn batch_class(limit: usize) -> usize {
+    if limit == 0 {
+        return 0;
+    }
+    1 << (usize::BITS - 1 - limit.leading_zeros())
+}
+
 /// Whether two different topic names are the same to Kafka, which maps '.' to '_' in metric
 /// names and refuses a topic that collides with an existing one that way.
 fn colliding(a: &str, b: &str) -> bool {
@@ -216,6 +239,13 @@ fn refused(record: &Record, kind: &'static str, error: String) -> Letter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_group_by_power_of_two() {
+        assert_eq!(batch_class(100_000), 65_536);
+        assert_eq!(batch_class(65_536), 65_536);
+        assert_eq!(batch_class(1_048_588), 1_048_576);
+    }
 
     #[test]
     fn dots_and_underscores_collide() {
