@@ -174,6 +174,27 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_text_around_every_cut_does_not_panic() {
+        // Every offset redact slices at comes from an ASCII delimiter ('=', '@', ':', '?',
+        // a quote) or whitespace, so multi-byte characters next to them are never split.
+        for dsn in [
+            "password='é\\€' host=ü",
+            "password=\u{1F600}\u{2003}dbname=ß",
+            "passwordé=x password=ü",
+            "password='unterminated é",
+            "postgres://ü:pä@ö/ß?password=é&x=ü",
+            "postgres://üser@hö:5432",
+            "\u{2003}password=é",
+        ] {
+            let r = redact(dsn);
+            assert!(
+                !r.contains("pä") && !r.contains("password=é"),
+                "{dsn} -> {r}"
+            );
+        }
+    }
+
+    #[test]
     fn debug_and_display_never_show_the_password() {
         let dsn = Dsn::new("host=db password=s3cret");
         assert!(!format!("{dsn:?}").contains("s3cret"));

@@ -25,6 +25,7 @@
 mod dsn;
 mod error;
 mod properties;
+pub mod text;
 
 pub use dsn::Dsn;
 pub use error::ConfigError;

@@ -118,9 +118,19 @@ pub struct KafkaConfig {
     /// …and this replication factor (1 locally, 3 in production).
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
-    /// Create topics that do not exist (otherwise a missing topic is an error).
+    /// Create topics that do not exist (otherwise a missing topic is an error at start, and a
+    /// template topic that does not exist dead-letters its rows as `topic_refused`).
     #[serde(default = "yes")]
     pub create_topics: bool,
+    /// With a topic template: how many topics matching the template may exist; a row that
+    /// would need one more goes to the DLQ as `too_many_topics`.
+    #[serde(default = "default_max_topics")]
+    pub max_topics: usize,
+    /// With a topic template: the topics rows may go to, as patterns where `*` matches any
+    /// run of characters (`["outbox.event.Product*"]`); empty allows every name. A row whose
+    /// topic matches none goes to the DLQ as `topic_not_allowed`.
+    #[serde(default)]
+    pub topic_allow: Vec<String>,
     /// Records produced but not yet acknowledged, at most.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -244,6 +254,24 @@ impl SourceConfig {
                 );
             }
             None => {}
+        }
+        if template.is_fixed() && !self.kafka.topic_allow.is_empty() {
+            return bad(
+                "kafka.topic_allow",
+                "applies to topic templates only; remove it or make kafka.topic a template".into(),
+            );
+        }
+        for pattern in &self.kafka.topic_allow {
+            let name = pattern.replace('*', "x");
+            if let Err(problem) = crate::outbox::check_topic_name(&name) {
+                return bad(
+                    "kafka.topic_allow",
+                    format!("pattern '{pattern}': {problem} ('*' matches any run)"),
+                );
+            }
+        }
+        if self.kafka.max_topics == 0 {
+            return bad("kafka.max_topics", "must be at least 1".into());
         }
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
             return bad(
@@ -381,6 +409,9 @@ fn default_partitions() -> i32 {
 fn default_replication_factor() -> i32 {
     1
 }
+fn default_max_topics() -> usize {
+    100
+}
 fn default_max_in_flight() -> usize {
     10_000
 }
@@ -446,6 +477,22 @@ mod tests {
         assert!(e.contains("set by walcast"), "{e}");
         let e = err(&format!("{MINIMAL}[outbox]\ninvalid_op = \"explode\"\n"));
         assert!(e.contains("invalid_op") || e.contains("explode"), "{e}");
+        let e = err(&MINIMAL.replace("brokers", "topic_allow = [\"a*\"]\nbrokers"));
+        assert!(
+            e.contains("kafka.topic_allow") && e.contains("templates only"),
+            "{e}"
+        );
+        let template = "topic = \"ev.{event_type}\"\ndlq_topic = \"ev.dlq\"\n";
+        let e = err(&MINIMAL.replace(
+            "brokers",
+            &format!("{template}topic_allow = [\"a b*\"]\nbrokers"),
+        ));
+        assert!(
+            e.contains("kafka.topic_allow") && e.contains("'a b*'"),
+            "{e}"
+        );
+        let e = err(&MINIMAL.replace("brokers", &format!("{template}max_topics = 0\nbrokers")));
+        assert!(e.contains("kafka.max_topics"), "{e}");
         let e = err(&format!("{MINIMAL}[outbox]\ntabel = \"x\"\n"));
         assert!(e.contains("unknown key `outbox.tabel`"), "{e}");
     }

@@ -56,7 +56,7 @@ pub use error::{Error, Result};
 pub use monitor::HEARTBEAT_PREFIX;
 pub use producer::client_config as producer_config;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ impl Source {
         drop(client);
 
         let acks = mpsc::unbounded_channel();
-        let mut known_topics = HashSet::new();
+        let mut known_topics = HashMap::new();
         let sink = if self.options.discard {
             info!("discard mode: records are routed and dropped; nothing is produced or confirmed");
             Sink::Discard
@@ -189,7 +189,8 @@ impl Source {
                 } else {
                     admin.check(topic, spec, strict).await?;
                 }
-                known_topics.insert(Arc::from(topic.as_str()));
+                let limit = admin.max_message_bytes(topic).await?;
+                known_topics.insert(Arc::from(topic.as_str()), limit);
             }
             let producer = Producer::new(&config.kafka, self.metrics.clone(), acks.0.clone())?;
             Sink::Kafka { producer, admin }

@@ -14,7 +14,8 @@
 //! One task owns the [`ChangeStream`] and `select!`s its `next()` against acknowledgements,
 //! so the confirmed position reaches Postgres while the source waits for WAL, and standby
 //! status updates keep flowing while it waits for the broker (`next()` is cancel safe).
-//! When is an LSN confirmed: see [`crate::ledger`].
+//! When is an LSN confirmed: see [`crate::ledger`]. How a topic is prepared the first time a
+//! record goes to it (and when its rows are dead-lettered instead): see [`topics`].
 //!
 //! # Bounded memory
 //!
@@ -29,7 +30,7 @@
 //! produced twice), waits for every acknowledgement (at most `shutdown_timeout_secs`),
 //! confirms, and ends streaming with a final status update.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,11 +45,13 @@ use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, TxnId};
 use crate::metrics::SourceMetrics;
-use crate::outbox::{Letter, Routed, Router};
+use crate::outbox::{FRAMING_BYTES, Letter, Routed, Router, TopicTemplate};
 use crate::producer::{Ack, Meta, Producer};
 use crate::record::{Record, RecordKind, TxnMeta};
 use crate::stopped;
-use crate::topic::{TopicAdmin, TopicSpec};
+use crate::topic::TopicAdmin;
+
+mod topics;
 
 /// How long without any acknowledgement, with records outstanding, before the source says
 /// the broker is not keeping up (and logs the slot lag).
@@ -71,13 +74,23 @@ pub(crate) struct Pipeline {
     router: Router,
     sink: Sink,
     acks_rx: mpsc::UnboundedReceiver<Ack>,
-    /// Keeps the channel open in discard mode (no producer holds a sender).
-    _acks_tx: mpsc::UnboundedSender<Ack>,
+    /// For producers made later (topics with a lower `max.message.bytes`); also keeps the
+    /// channel open in discard mode (no producer holds a sender).
+    acks_tx: mpsc::UnboundedSender<Ack>,
     ledger: Ledger,
     txn: Option<(TxnId, TxnMeta)>,
     /// Dead letters for records the broker refused, to produce before reading on.
     refused: VecDeque<(TxnId, Record)>,
-    known_topics: HashSet<Arc<str>>,
+    /// Topics ready to receive, with their `max.message.bytes`.
+    known_topics: HashMap<Arc<str>, usize>,
+    /// Template topics the broker refused lately: the dead-letter kind, the reason, when.
+    refused_topics: HashMap<Arc<str>, (&'static str, String, Instant)>,
+    /// The cluster's topic names, listed at the first template topic (collisions, `max_topics`).
+    cluster_topics: Option<HashSet<String>>,
+    /// Producers whose batches fit topics with a `max.message.bytes` below the configured
+    /// `max_message_bytes`, by batch bound (see `topics::batch_class`).
+    capped: HashMap<usize, Producer>,
+    template: Option<TopicTemplate>,
     in_flight: usize,
     in_flight_bytes: usize,
     last_progress: Instant,
@@ -92,22 +105,32 @@ impl Pipeline {
         changes: ChangeStream,
         sink: Sink,
         acks: (mpsc::UnboundedSender<Ack>, mpsc::UnboundedReceiver<Ack>),
-        known_topics: HashSet<Arc<str>>,
+        known_topics: HashMap<Arc<str>, usize>,
         metrics: SourceMetrics,
         health: Health,
     ) -> Pipeline {
         let start = changes.confirmed();
+        let mut router = Router::new(&config);
+        if let Some(&limit) = known_topics.get(config.dlq_topic().as_str()) {
+            router.dead_letters_mut().limit_to(limit);
+        }
         Pipeline {
-            router: Router::new(&config),
+            router,
+            template: TopicTemplate::parse(&config.kafka.topic)
+                .ok()
+                .filter(|t| !t.is_fixed()),
             config,
             changes,
             sink,
             acks_rx: acks.1,
-            _acks_tx: acks.0,
+            acks_tx: acks.0,
             ledger: Ledger::new(start),
             txn: None,
             refused: VecDeque::new(),
             known_topics,
+            refused_topics: HashMap::new(),
+            cluster_topics: None,
+            capped: HashMap::new(),
             in_flight: 0,
             in_flight_bytes: 0,
             last_progress: Instant::now(),
@@ -211,32 +234,36 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Hands `record` to the producer (`counted`: not yet counted in the ledger).
+    /// Hands `record` to the producer (`counted`: not yet counted in the ledger). An event
+    /// whose topic is refused or too small for it becomes a dead letter instead.
     async fn produce(&mut self, txn: TxnId, record: Record, counted: bool) -> Result<()> {
         if record.kind == RecordKind::Event {
             self.metrics.events_routed.inc();
         }
-        let Sink::Kafka { admin, .. } = &self.sink else {
+        if matches!(self.sink, Sink::Discard) {
             // Discard: as if acknowledged at once; nothing is ever confirmed.
             if counted {
                 self.ledger.produced(txn);
             }
             self.ledger.acknowledged(txn);
             return Ok(());
-        };
-        if !self.known_topics.contains(&record.topic) {
-            let spec = TopicSpec {
-                partitions: self.config.kafka.partitions,
-                replication_factor: self.config.kafka.replication_factor,
-            };
-            if self.config.kafka.create_topics {
-                admin.ensure_topic(&record.topic, spec, true).await?;
-            } else {
-                admin.check(&record.topic, spec, true).await?;
-            }
-            self.known_topics.insert(record.topic.clone());
         }
+        let limit = match self.topic_limit(&record).await? {
+            Ok(limit) => limit,
+            Err(letter) => return self.dead_letter(txn, letter, counted).await,
+        };
         let bytes = record.size();
+        if record.kind == RecordKind::Event && bytes + FRAMING_BYTES > limit {
+            let letter = Letter {
+                error: format!(
+                    "the record is {bytes} bytes, more than topic {}'s max.message.bytes = {limit} allows; the payload is left out here, read it from the outbox row by its id (or raise the topic's max.message.bytes)",
+                    record.topic
+                ),
+                ..too_large(&record, "")
+            };
+            return self.dead_letter(txn, letter, counted).await;
+        }
+        self.ensure_producer(limit)?;
         let mut meta = Box::new(Meta {
             txn,
             kind: record.kind,
@@ -248,6 +275,7 @@ impl Pipeline {
             let Sink::Kafka { producer, .. } = &self.sink else {
                 return Ok(());
             };
+            let producer = self.capped_producer(limit).unwrap_or(producer);
             match producer.send(&record, meta) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), m)) => {
@@ -265,9 +293,8 @@ impl Pipeline {
                     _,
                 )) if record.kind == RecordKind::Event => {
                     self.metrics.delivery_errors.inc();
-                    let letter = too_large(&record, &error);
-                    let dead = self.router.dead_letters().record(letter);
-                    return Box::pin(self.produce(txn, dead, counted)).await;
+                    let letter = too_large(&record, &error.to_string());
+                    return self.dead_letter(txn, letter, counted).await;
                 }
                 Err((source, _)) => {
                     return Err(Error::Delivery {
@@ -285,6 +312,18 @@ impl Pipeline {
         self.in_flight_bytes += bytes;
         self.metrics.in_flight.set(self.in_flight as f64);
         Ok(())
+    }
+
+    /// Produces the dead letter of `letter` in place of the event it stands for.
+    async fn dead_letter(&mut self, txn: TxnId, letter: Letter, counted: bool) -> Result<()> {
+        warn!(
+            lsn = %letter.lsn,
+            kind = letter.kind,
+            error = %walcast_config::text::excerpt(&letter.error, 1024),
+            "event sent to the dead-letter topic"
+        );
+        let dead = self.router.dead_letters().record(letter);
+        Box::pin(self.produce(txn, dead, counted)).await
     }
 
     fn on_ack(&mut self, ack: Ack) -> Result<()> {
@@ -407,7 +446,7 @@ impl Pipeline {
     }
 }
 
-fn too_large(record: &Record, error: &KafkaError) -> Letter {
+fn too_large(record: &Record, error: &str) -> Letter {
     Letter {
         kind: "payload_too_large",
         error: format!(

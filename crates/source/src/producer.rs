@@ -157,6 +157,22 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Like [`client_config`], with record batches (`batch.size`) below `bound` bytes: for topics
+/// whose `max.message.bytes` is at least `bound` but below `[kafka] max_message_bytes`, which
+/// the broker checks against whole batches (a larger batch is refused with the small records
+/// in it). A single record is checked against its topic's limit before it is sent.
+pub fn capped_client_config(config: &KafkaConfig, bound: usize) -> ClientConfig {
+    let mut c = client_config(config);
+    let cap = bound.saturating_sub(crate::outbox::FRAMING_BYTES).max(1);
+    let batch = config
+        .properties
+        .get("batch.size")
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(cap, |b| b.min(cap));
+    c.set("batch.size", batch.to_string());
+    c
+}
+
 impl Producer {
     /// A producer whose acknowledgements go to `acks`.
     pub fn new(
@@ -164,7 +180,16 @@ impl Producer {
         metrics: SourceMetrics,
         acks: mpsc::UnboundedSender<Ack>,
     ) -> Result<Producer> {
-        let inner = client_config(config)
+        Producer::with(client_config(config), metrics, acks)
+    }
+
+    /// A producer with these librdkafka settings (see [`capped_client_config`]).
+    pub fn with(
+        config: ClientConfig,
+        metrics: SourceMetrics,
+        acks: mpsc::UnboundedSender<Ack>,
+    ) -> Result<Producer> {
+        let inner = config
             .create_with_context(Context { acks, metrics })
             .map_err(Error::kafka("creating the producer"))?;
         Ok(Producer { inner })

@@ -40,13 +40,16 @@ pub const XID: &str = "walcast.xid";
 pub const COMMIT_TS: &str = "walcast.commit_ts";
 /// DLQ header: what went wrong, for a human.
 pub const ERROR: &str = "walcast.error";
-/// DLQ header: what went wrong, one word (`null_column`, `missing_column`, `bad_topic`,
+/// DLQ header: what went wrong, one word (`null_column`, `missing_column`, `no_row`,
+/// `bad_topic`, `topic_not_allowed`, `too_many_topics`, `topic_refused`,
 /// `payload_too_large`).
 pub const ERROR_KIND: &str = "walcast.error.kind";
 /// DLQ header: the outbox table, `schema.table`.
 pub const SOURCE_TABLE: &str = "walcast.source.table";
 /// DLQ header: the topic the event was meant for, when known.
 pub const ORIGINAL_TOPIC: &str = "walcast.original.topic";
+/// DLQ header, only on a dead letter cut to fit: what was cut, `field:original_bytes,...`.
+pub const TRUNCATED: &str = "walcast.truncated";
 
 /// A header name; shared, so an event's headers cost no allocation for their names.
 pub type HeaderName = Arc<str>;
@@ -131,8 +134,9 @@ pub fn iso_to_unix_millis(s: &str) -> Option<i64> {
     let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
     let millis = match b.get(19) {
         Some(b'.') => {
-            let end = s[20..].find(|c: char| !c.is_ascii_digit())? + 20;
-            let frac = &s[20..end];
+            // Byte 19 is '.', so byte 20 starts a character; `get` keeps that obvious.
+            let rest = s.get(20..)?;
+            let frac = &rest[..rest.find(|c: char| !c.is_ascii_digit())?];
             let digits: String = frac.chars().chain("000".chars()).take(3).collect();
             digits.parse::<i64>().ok()?
         }
@@ -179,6 +183,11 @@ mod tests {
             Some(unix_ms)
         );
         assert_eq!(iso_to_unix_millis("yesterday"), None);
+        assert_eq!(
+            iso_to_unix_millis("2026-11-23T07:49:44.€€Z"),
+            Some(1_795_420_184_000)
+        );
+        assert_eq!(iso_to_unix_millis("2026-11-23T07:49:4€.1Z"), None);
     }
 
     #[test]

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
@@ -86,10 +86,7 @@ impl TopicAdmin {
             spec.partitions,
             TopicReplication::Fixed(spec.replication_factor),
         );
-        let opts = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(30)))
-            .request_timeout(Some(Duration::from_secs(15)));
-        let results = match self.admin.create_topics([&new], &opts).await {
+        let results = match self.admin.create_topics([&new], &admin_options()).await {
             Ok(r) => r,
             Err(e) => {
                 let context = format!(
@@ -121,10 +118,15 @@ impl TopicAdmin {
                     });
                 }
                 Err((_, code)) if refusal(code) => {
+                    let why = if code == RDKafkaErrorCode::InvalidTopic {
+                        " (an invalid name, or one that collides with an existing topic: Kafka treats '.' and '_' alike)"
+                    } else {
+                        ""
+                    };
                     return Err(Error::Topic {
                         topic: topic.to_owned(),
                         problem: format!(
-                            "cannot be created: {code}; create it by hand (walcast topic create)"
+                            "cannot be created: {code}{why}; create it by hand (walcast topic create)"
                         ),
                     });
                 }
@@ -197,6 +199,55 @@ impl TopicAdmin {
         })
     }
 
+    /// The topic's `max.message.bytes` (the largest record batch the broker accepts for it).
+    pub async fn max_message_bytes(&self, topic: &str) -> Result<usize> {
+        let resource = ResourceSpecifier::Topic(topic);
+        let context = || format!("reading the configuration of topic {topic}");
+        let results = self
+            .admin
+            .describe_configs([&resource], &admin_options())
+            .await
+            .map_err(Error::kafka(context()))?;
+        let config = match results.into_iter().next() {
+            Some(Ok(config)) => config,
+            // Not allowed to read topic configs (ACLs), or a broker without the request: the
+            // limit stays unknown and the configured max_message_bytes alone applies, as before.
+            Some(Err(code)) if refusal(code) => {
+                warn!(topic, error = %code, "cannot read the topic's max.message.bytes; keep [kafka] max_message_bytes at or below it");
+                return Ok(usize::MAX);
+            }
+            Some(Err(code)) => return Err(Error::kafka(context())(KafkaError::AdminOp(code))),
+            None => {
+                let code = RDKafkaErrorCode::UnknownTopicOrPartition;
+                return Err(Error::kafka(context())(KafkaError::AdminOp(code)));
+            }
+        };
+        Ok(config
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX))
+    }
+
+    /// Every topic name in the cluster's metadata.
+    pub async fn topic_names(&self) -> Result<Vec<String>> {
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+            let consumer: BaseConsumer = config
+                .create()
+                .map_err(Error::kafka("creating a metadata client"))?;
+            let md = consumer
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(Error::kafka("listing topics"))?;
+            Ok(md.topics().iter().map(|t| t.name().to_owned()).collect())
+        })
+        .await
+        .map_err(|e| Error::Kafka {
+            context: format!("listing topics: {e}"),
+            source: KafkaError::AdminOp(RDKafkaErrorCode::Fail),
+        })?
+    }
+
     /// Partitions and replication factor of `topic`, `None` when the metadata lacks it.
     async fn find(&self, topic: &str) -> Result<Option<TopicLayout>> {
         let config = self.config.clone();
@@ -226,6 +277,14 @@ impl TopicAdmin {
             other => other,
         }
     }
+}
+
+/// Timeouts of one admin request: well under the replication connection's keepalive budget
+/// (`wal_sender_timeout` / 2 = 30 s by default).
+fn admin_options() -> AdminOptions {
+    AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)))
 }
 
 /// Whether the broker refused to create a topic for good (bad name, settings or rights), as

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use walcast_pgoutput::Lsn;
-use walcast_source::{metrics, record};
+use walcast_source::{SourceConfig, metrics, record};
 
 use crate::support::kafka::{Received, TopicReader};
 use crate::support::{
-    InProcess, TestDb, blocking, config_file, load_config, ok, shared_kafka, wait_until,
+    InProcess, TestDb, blocking, config_file, load_config, ok, shared_kafka, start_source,
+    wait_until,
 };
 
 /// An outbox whose columns may be null, so the unmappable rows can be written at all.
@@ -16,16 +17,44 @@ const LOOSE_OUTBOX: &str = "CREATE TABLE outbox_messages (
     id UUID PRIMARY KEY, aggregate_id UUID, event_type TEXT, occurred_at TIMESTAMPTZ,
     correlation_id UUID, payload JSONB)";
 
-const AGG: &str = "0000000a-0000-4000-8000-000000000001";
+/// An outbox whose key and event type are unbounded text, as in many real outboxes.
+pub const TEXT_OUTBOX: &str = "CREATE TABLE outbox_messages (
+    id UUID PRIMARY KEY, aggregate_id TEXT NOT NULL, event_type TEXT NOT NULL,
+    occurred_at TIMESTAMPTZ, correlation_id UUID, payload JSONB NOT NULL)";
 
-fn insert(id: u32, aggregate: &str, event_type: &str, payload: &str) -> String {
+pub const AGG: &str = "0000000a-0000-4000-8000-000000000001";
+
+pub fn insert(id: u32, aggregate: &str, event_type: &str, payload: &str) -> String {
     format!(
         "INSERT INTO outbox_messages (id, aggregate_id, event_type, occurred_at, payload) \
          VALUES ('00000000-0000-4000-8000-{id:012}', {aggregate}, {event_type}, now(), {payload})"
     )
 }
 
-fn read(brokers: String, topic: String, n: usize) -> Result<Vec<Received>, String> {
+/// A connector file routing by `{event_type}` to `<db>.ev.<type>`, dead letters to
+/// `<db>.tpl.dlq`; `kafka_extra` goes into `[kafka]`.
+pub fn template_config(db: &TestDb, kafka_extra: &str) -> SourceConfig {
+    template_config_on(db, &shared_kafka().bootstrap(), kafka_extra)
+}
+
+/// Like [`template_config`], on the broker at `brokers`.
+pub fn template_config_on(db: &TestDb, brokers: &str, kafka_extra: &str) -> SourceConfig {
+    let dir = ok(tempfile::tempdir());
+    let dir = dir.path();
+    let kafka_extra = format!(
+        "topic = \"{name}.ev.{{event_type}}\"\ndlq_topic = \"{name}.tpl.dlq\"\n{kafka_extra}",
+        name = db.name
+    );
+    let path = config_file(dir, db, brokers, &kafka_extra, "");
+    // config_file already wrote `topic = <db>.events`; the template replaces it.
+    let text =
+        ok(std::fs::read_to_string(&path)).replace(&format!("topic = \"{}\"\n", db.topic), "");
+    let path = dir.join("tpl.toml");
+    ok(std::fs::write(&path, text));
+    load_config(&path)
+}
+
+pub fn read(brokers: String, topic: String, n: usize) -> Result<Vec<Received>, String> {
     let mut reader = TopicReader::new(&brokers, &topic);
     if !reader.poll_until(Duration::from_secs(120), |rs| rs.len() >= n) {
         return Err(format!("{topic}: {} of {n} records", reader.records.len()));
@@ -35,7 +64,7 @@ fn read(brokers: String, topic: String, n: usize) -> Result<Vec<Received>, Strin
 }
 
 /// What was read, or a panic naming what is missing and why the source stopped, if it did.
-async fn expect<T>(got: Result<T, String>, source: InProcess) -> (T, InProcess) {
+pub async fn expect<T>(got: Result<T, String>, source: InProcess) -> (T, InProcess) {
     match got {
         Ok(v) => (v, source),
         Err(missing) if source.is_finished() => {
@@ -178,18 +207,7 @@ async fn topic_template_routes_by_event_type() {
     let kafka = shared_kafka();
     let db = TestDb::new("tpl");
     db.prepare().await;
-    let dir = ok(tempfile::tempdir());
-    let kafka_extra = format!(
-        "topic = \"{name}.ev.{{event_type}}\"\ndlq_topic = \"{name}.tpl.dlq\"\n",
-        name = db.name
-    );
-    let mut path = config_file(dir.path(), &db, &kafka.bootstrap(), &kafka_extra, "");
-    // config_file already wrote `topic = <db>.events`; the template replaces it.
-    let text =
-        ok(std::fs::read_to_string(&path)).replace(&format!("topic = \"{}\"\n", db.topic), "");
-    path = dir.path().join("tpl.toml");
-    ok(std::fs::write(&path, text));
-    let source = InProcess::start(load_config(&path));
+    let source = InProcess::start(template_config(&db, ""));
     let agg = format!("'{AGG}'");
     for (n, t) in [(1, "Alpha"), (2, "Beta"), (3, "Alpha"), (4, "Bad Type")] {
         db.exec(&insert(n, &agg, &format!("'{t}'"), "'{}'")).await;
@@ -214,6 +232,105 @@ async fn topic_template_routes_by_event_type() {
             .unwrap_or("")
             .contains("Bad Type")
     );
+    ok(source.stop().await);
+    db.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_non_ascii_event_type_is_a_bad_topic_not_a_crash() {
+    let kafka = shared_kafka();
+    let db = TestDb::new("utf");
+    db.prepare_with(TEXT_OUTBOX).await;
+    let source = InProcess::start(template_config(&db, ""));
+    // The rendered name is `<db>.ev.` + event_type; pad with ASCII so that byte 40 falls in
+    // the middle of a three-byte '€', then make the name longer than Kafka's 249.
+    let prefix = format!("{}.ev.", db.name);
+    assert!(prefix.len() < 39, "{prefix}");
+    let event_type = format!("{}{}", "x".repeat(39 - prefix.len()), "€".repeat(100));
+    let agg = format!("'{AGG}'");
+    db.exec(&insert(1, &agg, &format!("'{event_type}'"), "'{}'"))
+        .await;
+    db.exec(&insert(2, &agg, "'Alpha'", "'{}'")).await;
+    let brokers = kafka.bootstrap();
+    let name = db.name.clone();
+    let got = blocking(move || {
+        Ok((
+            read(brokers.clone(), format!("{name}.ev.Alpha"), 1)?,
+            read(brokers, format!("{name}.tpl.dlq"), 1)?,
+        ))
+    })
+    .await;
+    let ((alpha, dead), source) = expect(got, source).await;
+    assert_eq!(alpha.len(), 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header(record::ERROR_KIND), Some("bad_topic"));
+    let error = dead[0].header(record::ERROR).unwrap_or("");
+    assert!(error.contains("longer than 249"), "{error}");
+    assert_eq!(
+        dead[0].header(record::EVENT_TYPE),
+        Some(event_type.as_str()),
+        "the event type is kept whole: it fits"
+    );
+    ok(source.stop().await);
+    db.drop_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_huge_fields_are_cut_to_fit_and_later_events_flow() {
+    let kafka = shared_kafka();
+    let db = TestDb::new("dlqfit");
+    db.prepare_with(TEXT_OUTBOX).await;
+    let source = start_source(&db, "");
+    let agg = format!("'{AGG}'");
+    // 1.1 MB of event type (two-byte characters) and 1.1 MB of key: the event and a dead
+    // letter carrying the same headers and key are both over the 1 MB limit.
+    db.exec(&insert(1, &agg, "repeat('é', 550000)", "'{}'"))
+        .await;
+    db.exec(&insert(
+        2,
+        "repeat('k', 1100000)",
+        "'ProductUpdated'",
+        "'{}'",
+    ))
+    .await;
+    db.exec(&insert(3, &agg, "'ProductUpdated'", "'{\"seq\": 3}'"))
+        .await;
+    let (brokers, topic, dlq) = (
+        kafka.bootstrap(),
+        db.topic.clone(),
+        format!("{}.dlq", db.topic),
+    );
+    let got =
+        blocking(move || Ok((read(brokers.clone(), topic, 1)?, read(brokers, dlq, 2)?))).await;
+    let ((events, mut dead), source) = expect(got, source).await;
+    dead.sort_by(|a, b| a.id().cmp(b.id()));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].id(), "00000000-0000-4000-8000-000000000003");
+    assert_eq!(dead.len(), 2);
+    for (d, n, field) in [(&dead[0], 1, "event_type"), (&dead[1], 2, "key")] {
+        assert_eq!(
+            d.id(),
+            format!("00000000-0000-4000-8000-{n:012}"),
+            "the id survives, so the row can be found"
+        );
+        assert_eq!(d.header(record::ERROR_KIND), Some("payload_too_large"));
+        let truncated = d.header("walcast.truncated").unwrap_or("");
+        assert!(truncated.contains(field), "row {n}: {truncated}");
+        let size: usize = d.key.as_ref().map_or(0, String::len)
+            + d.value.as_ref().map_or(0, Vec::len)
+            + d.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        assert!(size < 1_000_000, "row {n}: {size} bytes");
+    }
+    let event_type = dead[0].header(record::EVENT_TYPE).unwrap_or("");
+    assert!(
+        !event_type.is_empty() && event_type.chars().all(|c| c == 'é'),
+        "cut at a character boundary"
+    );
+    let key = dead[1].key.as_deref().unwrap_or("");
+    assert!(!key.is_empty() && key.len() < 1_100_000 && key.bytes().all(|b| b == b'k'));
     ok(source.stop().await);
     db.drop_slot().await;
 }

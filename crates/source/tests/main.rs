@@ -12,3 +12,4 @@ mod outage;
 mod reconnect;
 mod startup;
 mod support;
+mod topics;

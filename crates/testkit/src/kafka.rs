@@ -173,11 +173,24 @@ impl Kafka {
 
     /// Creates a topic and waits until every partition has a leader.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KitError> {
+        self.create_topic_with(name, partitions, &[]).await
+    }
+
+    /// Like [`Kafka::create_topic`], with topic configs (`("max.message.bytes", "100000")`).
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<(), KitError> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
             .map_err(|e| KitError::Kafka(format!("admin client: {e}")))?;
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
             .create_topics([&topic], &opts)

@@ -169,37 +169,58 @@ fn http(
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    // Bytes, not text: a chunk boundary may fall inside a UTF-8 character.
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..at]).into_owned();
+    let rest = &raw[at + 4..];
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    let text = if chunked {
+    let bytes = if chunked {
         dechunk(rest)
     } else {
-        rest.to_owned()
+        rest.to_vec()
     };
-    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    Response {
-        status,
-        head: head.to_owned(),
-        body,
-    }
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Response { status, head, body }
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
+/// The body of a chunked response (sizes in hex, each chunk followed by CRLF).
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&s[..eol]);
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        let Some(chunk) = s.get(eol + 2..eol + 2 + n) else {
+            break;
+        };
         if n == 0 {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
+        out.extend_from_slice(chunk);
+        s = s.get(eol + 4 + n..).unwrap_or_default();
     }
     out
+}
+
+#[test]
+fn dechunk_joins_a_character_split_across_chunks() {
+    let body = "{\"name\": \"Café\"}".as_bytes();
+    let at = body.len() - 3; // inside the two bytes of 'é'
+    let mut wire = format!("{:x}\r\n", at).into_bytes();
+    wire.extend_from_slice(&body[..at]);
+    wire.extend_from_slice(format!("\r\n{:x}\r\n", body.len() - at).as_bytes());
+    wire.extend_from_slice(&body[at..]);
+    wire.extend_from_slice(b"\r\n0\r\n\r\n");
+    assert_eq!(dechunk(&wire), body);
+    assert_eq!(
+        dechunk(b"ff\r\nshort"),
+        b"",
+        "a chunk cut short is not read past its end"
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@ mod template;
 
 pub use columns::{check_columns, configured_columns};
 pub use dead_letter::{DeadLetter, Letter};
-pub use template::{TopicTemplate, check_topic_name};
+pub use template::{TopicTemplate, check_topic_name, glob_match};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +94,8 @@ pub struct Router {
     template: TopicTemplate,
     fixed_topic: Option<Arc<str>>,
     topics: HashMap<String, Arc<str>>,
+    /// `[kafka] topic_allow`: template topics must match one (empty: any).
+    allow: Vec<String>,
     invalid_op: InvalidOp,
     max_message_bytes: usize,
     names: Names,
@@ -104,7 +106,10 @@ pub struct Router {
 }
 
 /// Room left for the record batch framing inside the broker's limit.
-const FRAMING_BYTES: usize = 512;
+pub(crate) const FRAMING_BYTES: usize = 512;
+
+/// Rendered topic names kept for reuse (beyond this, names are built per row).
+const MAX_CACHED_TOPICS: usize = 4096;
 
 impl Router {
     pub fn new(config: &SourceConfig) -> Router {
@@ -141,6 +146,7 @@ impl Router {
             template,
             fixed_topic,
             topics: HashMap::new(),
+            allow: config.kafka.topic_allow.clone(),
             invalid_op: config.outbox.invalid_op,
             max_message_bytes: config.kafka.max_message_bytes,
             mapping: None,
@@ -150,6 +156,11 @@ impl Router {
     /// The dead-letter builder (also used for records the broker refuses).
     pub fn dead_letters(&self) -> &DeadLetter {
         &self.dead_letters
+    }
+
+    /// The dead-letter builder, to lower its size bound to the DLQ topic's.
+    pub fn dead_letters_mut(&mut self) -> &mut DeadLetter {
+        &mut self.dead_letters
     }
 
     /// Routes one change of the transaction `txn`.
@@ -264,9 +275,9 @@ impl Router {
         }
         let topic = match self.topic(tuple, m) {
             Ok(t) => t,
-            Err(error) => {
+            Err((kind, error)) => {
                 let letter = Letter {
-                    kind: "bad_topic",
+                    kind,
                     error,
                     headers,
                     key,
@@ -307,19 +318,40 @@ impl Router {
         Routed::Event(event)
     }
 
-    fn topic(&mut self, tuple: &TupleData, m: &Mapping) -> std::result::Result<Arc<str>, String> {
+    /// The row's topic, or the dead-letter kind and error.
+    fn topic(
+        &mut self,
+        tuple: &TupleData,
+        m: &Mapping,
+    ) -> std::result::Result<Arc<str>, (&'static str, String)> {
         if let Some(t) = &self.fixed_topic {
             return Ok(t.clone());
         }
-        let name = self.template.render(|column| {
-            let i = m.template.iter().find(|(c, _)| c == column)?.1;
-            tuple.columns.get(i).and_then(TupleValue::as_text)
-        })?;
-        Ok(self
-            .topics
-            .entry(name)
-            .or_insert_with_key(|n| Arc::from(n.as_str()))
-            .clone())
+        let name = self
+            .template
+            .render(|column| {
+                let i = m.template.iter().find(|(c, _)| c == column)?.1;
+                tuple.columns.get(i).and_then(TupleValue::as_text)
+            })
+            .map_err(|e| ("bad_topic", e))?;
+        if !self.allow.is_empty() && !self.allow.iter().any(|p| glob_match(p, &name)) {
+            return Err((
+                "topic_not_allowed",
+                format!(
+                    "topic '{name}' matches no pattern of [kafka] topic_allow ({}); add a pattern, or fix the writer of this event type",
+                    self.allow.join(", ")
+                ),
+            ));
+        }
+        if let Some(t) = self.topics.get(&name) {
+            return Ok(t.clone());
+        }
+        let topic: Arc<str> = Arc::from(name.as_str());
+        // Bounded: a writer inventing types must not grow this map for ever.
+        if self.topics.len() < MAX_CACHED_TOPICS {
+            self.topics.insert(name, topic.clone());
+        }
+        Ok(topic)
     }
 
     fn invalid_op(&self, change: &Change) -> Result<Routed> {

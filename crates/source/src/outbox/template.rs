@@ -72,6 +72,20 @@ impl TopicTemplate {
         })
     }
 
+    /// Whether `name` is a topic this template can render (each placeholder matching any
+    /// non-empty run).
+    pub fn matches(&self, name: &str) -> bool {
+        let pattern: String = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.as_str(),
+                Part::Column(_) => "*",
+            })
+            .collect();
+        glob_match(&pattern, name)
+    }
+
     /// The topic for a row; `value` gives a column's text (`None`: null). The error names the
     /// problem (a null column, or a value that makes an invalid topic name).
     pub fn render<'a>(
@@ -98,17 +112,45 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("'{name}' is not a valid topic name"));
     }
     if name.len() > MAX_TOPIC_LEN {
+        // The name comes from a row: quote a bounded part of it, cut at a character boundary.
         return Err(format!(
-            "topic name '{}…' is longer than {MAX_TOPIC_LEN} characters",
-            &name[..40.min(name.len())]
+            "topic name '{}' is longer than {MAX_TOPIC_LEN} characters",
+            walcast_config::text::excerpt(name, 64)
         ));
     }
     if let Some(c) = name.chars().find(|c| !valid_topic_char(*c)) {
         return Err(format!(
-            "topic name '{name}' contains '{c}'; topic names may only contain letters, digits, '.', '_' and '-'"
+            "topic name '{name}' contains '{}'; topic names may only contain letters, digits, '.', '_' and '-'",
+            c.escape_debug()
         ));
     }
     Ok(())
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters (possibly
+/// none) and everything else matches itself. Works on bytes: nothing is sliced.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    // Where the last `*` was, and where in `name` its match currently ends.
+    let mut star: Option<(usize, usize)> = None;
+    while j < n.len() {
+        if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            // Let the last `*` swallow one more byte and try again.
+            star = Some((si, sj + 1));
+            i = si + 1;
+            j = sj + 1;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == b'*')
 }
 
 fn valid_topic_char(c: char) -> bool {
@@ -150,5 +192,36 @@ mod tests {
             assert!(TopicTemplate::parse(bad).is_err(), "{bad}");
         }
         assert!(check_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn globs_and_template_matches() {
+        for (pattern, name, hit) in [
+            ("a.*", "a.b", true),
+            ("a.*", "a.", true),
+            ("a.*", "b.a", false),
+            ("*.dlq", "x.y.dlq", true),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob_match(pattern, name), hit, "{pattern} {name}");
+        }
+        let t = TopicTemplate::parse("outbox.event.{event_type}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.matches("outbox.event.ProductCreated"));
+        assert!(!t.matches("outbox.other.ProductCreated"));
+    }
+
+    #[test]
+    fn long_non_ascii_names_are_refused_without_panicking() {
+        for pad in 0..4 {
+            let name = format!("{}{}", "x".repeat(pad), "€😀".repeat(60));
+            let e = check_topic_name(&name).unwrap_err();
+            assert!(e.contains("longer than 249") && e.len() < 200, "{e}");
+        }
+        let e = check_topic_name("a\u{1}b").unwrap_err();
+        assert!(e.contains("'\\u{1}'"), "{e}");
     }
 }

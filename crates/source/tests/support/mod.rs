@@ -257,6 +257,14 @@ pub fn load_config(path: &Path) -> SourceConfig {
     ok(SourceConfig::load(path))
 }
 
+/// The source for `db` on the kit's broker, running in this process; `kafka_extra` lines go
+/// into `[kafka]`.
+pub fn start_source(db: &TestDb, kafka_extra: &str) -> InProcess {
+    let dir = ok(tempfile::tempdir());
+    let path = config_file(dir.path(), db, &shared_kafka().bootstrap(), kafka_extra, "");
+    InProcess::start(load_config(&path))
+}
+
 /// The source running in this process until [`InProcess::stop`].
 #[derive(Debug)]
 pub struct InProcess {

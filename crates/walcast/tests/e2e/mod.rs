@@ -485,40 +485,53 @@ pub fn http(
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
+    // Bytes, not text: a chunk boundary may fall inside a UTF-8 character.
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let (head, body) = split_head(&resp);
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {resp:.80}")))?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(head, b)| {
-            if head
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked")
-            {
-                dechunk(b)
-            } else {
-                b.to_owned()
-            }
-        })
-        .unwrap_or_default();
-    Ok((status, body))
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {head:.80}")))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
+/// The head of an HTTP response as text, and the body's bytes.
+fn split_head(resp: &[u8]) -> (String, &[u8]) {
+    match resp.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => (
+            String::from_utf8_lossy(&resp[..i]).into_owned(),
+            &resp[i + 4..],
+        ),
+        None => (String::from_utf8_lossy(resp).into_owned(), &[]),
+    }
+}
+
+/// The body of a chunked response (sizes in hex, each chunk followed by CRLF).
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&s[..eol]);
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
             break;
         };
-        if n == 0 || rest.len() < n {
+        let Some(chunk) = s.get(eol + 2..eol + 2 + n) else {
+            break;
+        };
+        if n == 0 {
             break;
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(chunk);
+        s = s.get(eol + 4 + n..).unwrap_or_default();
     }
     out
 }
