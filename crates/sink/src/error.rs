@@ -133,14 +133,18 @@ fn pg_retryable(e: &tokio_postgres::Error) -> bool {
         || code == "58030" // system / I/O error
 }
 
+/// Longest server message quoted in an error.
+const MESSAGE_BYTES: usize = 1024;
+
 /// The server's message (tokio-postgres prints only "db error" for it), or the driver error
 /// with its cause (e.g. the OS error behind "error connecting to server").
 fn pg_text(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
+        // The server may echo a value of the batch: bounded, like every text the sink writes.
         return format!(
             "{}: {} (SQLSTATE {})",
             db.severity(),
-            db.message(),
+            crate::text::truncate(db.message(), MESSAGE_BYTES),
             db.code().code()
         );
     }

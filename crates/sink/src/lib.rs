@@ -44,6 +44,7 @@ mod rebuild;
 mod sql;
 mod store;
 mod target;
+mod text;
 mod timestamp;
 mod value;
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bounds;
 mod crash;
 mod delivery;
 mod outage;

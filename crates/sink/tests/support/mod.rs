@@ -413,3 +413,43 @@ pub async fn assert_rows(target: &str, dsn: &str, expected: &[String]) {
         );
     }
 }
+
+/// The first `n` records of `<topic>.dlq`, or a panic after `within`.
+pub async fn dead_letters(
+    topic: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use futures_util::StreamExt;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka().bootstrap())
+        .set("group.id", unique_name("dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    consumer
+        .subscribe(&[&format!("{topic}.dlq")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    let mut stream = consumer.stream();
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(m))) => out.push(m.detach()),
+            Ok(other) => panic!("reading {topic}.dlq: {other:?}"),
+            Err(_) => panic!("{} of {n} dead letters within {within:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// The value of header `name` of `m`, as text.
+pub fn header_text(m: &impl rdkafka::Message, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

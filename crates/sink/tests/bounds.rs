@@ -1,0 +1,112 @@
+//! Hostile sizes: dead letters that must still fit the producer, batches bounded in bytes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::Message;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::*;
+
+fn created(p: Uuid, sku: &str) -> Vec<u8> {
+    json!({"productId": p, "sku": sku, "name": "N", "description": null, "price": "1.00",
+           "currency": "EUR", "isActive": true, "version": 1})
+    .to_string()
+    .into_bytes()
+}
+
+fn record(event_type: &str, key: Uuid, value: Vec<u8>) -> RawRecord {
+    let headers = vec![
+        ("id".to_owned(), Uuid::new_v4().to_string()),
+        ("event_type".to_owned(), event_type.to_owned()),
+        ("occurred_at".to_owned(), "2026-05-01T12:00:00Z".to_owned()),
+    ];
+    (key.to_string(), value, headers)
+}
+
+/// Issue 10, defect 4: an `event_type` of 170,000 control characters made a ~1 MB
+/// `walcast.error` header (each echoed as `\u{1}`), the DLQ send failed for ever and every
+/// target stopped at that offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_huge_headers_fit_and_every_target_moves_past_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = fresh_topic(1).await;
+    let targets = fresh_targets();
+    let sink = Running::start(load(&write_config(dir.path(), &topic, &targets, 100))).await;
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let records = vec![
+        // Echoed by the rejection text: six bytes per character.
+        record(&"\u{1}".repeat(170_000), a, created(a, "A")),
+        // The record itself is close to the producer's 1,000,000 bytes: the dead letter's own
+        // headers make it too large unless something is cut.
+        record(&"x".repeat(998_500), b, created(b, "B")),
+        record("ProductCreated", c, created(c, "C")),
+    ];
+    produce_raw(&topic, &records).await;
+    wait_caught_up(targets.values(), 3, Duration::from_secs(90)).await;
+    for (name, dsn) in &targets {
+        let rows = rows(dsn).await;
+        assert_eq!(rows.len(), 1, "{name}: {rows:?}");
+        assert!(rows[0].starts_with(&format!("{c}|C|")), "{name}: {rows:?}");
+    }
+
+    let letters = dead_letters(&topic, 8, Duration::from_secs(60)).await;
+    let mut seen = BTreeSet::new();
+    for m in &letters {
+        let offset: usize = header_text(m, "walcast.original.offset")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let original = &records[offset];
+        assert_eq!(
+            header_text(m, "id").as_ref(),
+            Some(&original.2[0].1),
+            "the id is kept"
+        );
+        let error = header_text(m, "walcast.error").unwrap();
+        assert!(error.starts_with("unknown_type: "), "{}", &error[..80]);
+        assert!(
+            error.len() <= 2048,
+            "walcast.error is {} bytes",
+            error.len()
+        );
+        match offset {
+            0 => {
+                assert_eq!(header_text(m, "walcast.truncated"), None);
+                assert_eq!(
+                    header_text(m, "event_type").as_ref(),
+                    Some(&original.2[1].1)
+                );
+            }
+            1 => {
+                assert_eq!(
+                    header_text(m, "walcast.truncated").as_deref(),
+                    Some("header event_type")
+                );
+                let kept = header_text(m, "event_type").unwrap();
+                assert!(
+                    kept.len() <= 1024 && kept.starts_with("xxxx"),
+                    "{}",
+                    kept.len()
+                );
+            }
+            _ => panic!(
+                "the valid event was dead-lettered: {:?}",
+                header_text(m, "walcast.error")
+            ),
+        }
+        assert_eq!(
+            m.payload(),
+            Some(original.1.as_slice()),
+            "the value is kept"
+        );
+        assert!(seen.insert((header_text(m, "walcast.target").unwrap(), offset)));
+    }
+    assert_eq!(
+        seen.len(),
+        8,
+        "one dead letter per target and bad event: {seen:?}"
+    );
+    sink.stop().await;
+}
