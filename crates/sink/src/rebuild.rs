@@ -94,7 +94,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
     while !done(&stored) {
         let records = source
             .next_batch(
-                config.batch.max_events,
+                crate::consumer::Limits::of(config),
                 config.linger(),
                 Duration::from_millis(500),
             )

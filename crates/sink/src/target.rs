@@ -149,6 +149,7 @@ async fn consume(
     // Batches of different partitions commit out of LSN order; the gauge shows the highest.
     let mut max_lsn = 0u64;
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
+    let limits = consumer::Limits::of(config);
     'connect: while !*stop.borrow() {
         let (mut store, mut partitions, mut stored) = match sync(ctx, source, need_schema).await {
             Ok(s) => s,
@@ -183,7 +184,7 @@ async fn consume(
 
         loop {
             let records = tokio::select! {
-                r = source.next_batch(config.batch.max_events, config.linger(), Duration::from_millis(500)) => r?,
+                r = source.next_batch(limits, config.linger(), Duration::from_millis(500)) => r?,
                 _ = stop.wait_for(|s| *s) => break 'connect,
             };
             if Instant::now() >= next_refresh {

@@ -110,3 +110,44 @@ async fn dead_letters_of_huge_headers_fit_and_every_target_moves_past_them() {
     );
     sink.stop().await;
 }
+
+/// Issue 10, defect 7: a batch closes at `max_bytes` as well as at `max_events`; a record
+/// larger than `max_bytes` is a batch of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_closes_at_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = fresh_topic(1).await;
+    let targets = fresh_targets();
+    let path = write_config(dir.path(), &topic, &targets, 100);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen("max_bytes = 16777216", "max_bytes = 2048", 1);
+    std::fs::write(&path, text).unwrap();
+    // Ten records of about 1,200 bytes (two do not fit 2,048), then one of about 5,400 (more
+    // than 2,048): all there before the sink starts, so without a byte bound they would be one
+    // batch.
+    let mut records = Vec::new();
+    for i in 0..11 {
+        let p = Uuid::new_v4();
+        let description = if i == 10 {
+            "d".repeat(5000)
+        } else {
+            "d".repeat(800)
+        };
+        let value = json!({"productId": p, "sku": format!("S{i}"), "name": "N",
+            "description": description, "price": "1.00", "currency": "EUR",
+            "isActive": true, "version": 1});
+        records.push(record("ProductCreated", p, value.to_string().into_bytes()));
+    }
+    produce_raw(&topic, &records).await;
+    let sink = Running::start(load(&path)).await;
+    wait_caught_up(targets.values(), 11, Duration::from_secs(60)).await;
+    for (name, dsn) in &targets {
+        assert_eq!(rows(dsn).await.len(), 11, "{name}");
+        assert_eq!(
+            sink.metric(walcast_sink::metrics::BATCHES, name),
+            11.0,
+            "{name}: batches"
+        );
+    }
+    sink.stop().await;
+}
