@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+mod applied;
 pub mod config;
 mod consumer;
 mod dlq;

@@ -47,7 +47,7 @@ impl TargetMetrics {
             retries: registry.counter(RETRIES, "Batches or connections retried after an error.", l),
             lag: registry.gauge(LAG, "Messages between the target's stored offsets and the high watermarks.", l),
             apply_seconds: registry.histogram(APPLY_SECONDS, "Time to apply and commit one batch.", l, APPLY_BUCKETS),
-            applied_commit_lsn: registry.gauge(APPLIED_COMMIT_LSN, "Highest source commit LSN (walcast.commit_lsn) applied, as a number.", l),
+            applied_commit_lsn: registry.gauge(APPLIED_COMMIT_LSN, "Source commit LSN up to which every event is applied (walcast_applied_lsn), as a number.", l),
             up: registry.gauge(TARGET_UP, "1 while the target is connected and consuming, else 0.", l),
         }
     }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::applied::Applied;
 use crate::config::SinkConfig;
 use crate::consumer::{self, Source, Watermarks};
 use crate::dlq::Dlq;
@@ -59,9 +60,6 @@ pub(crate) fn decode(
         }
         let next = batch.next_offsets.entry(p).or_insert(o + 1);
         *next = (*next).max(o + 1);
-        if let Some(lsn) = projections.commit_lsn(r) {
-            batch.max_commit_lsn = batch.max_commit_lsn.max(Some(lsn));
-        }
         match projections.decode(r) {
             Ok(c) => batch.changes.push((i, c)),
             Err(why) => batch.rejected.push((i, why)),
@@ -128,7 +126,7 @@ async fn sync(
 /// one bad target never stops the read DB and the other replicas.
 pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Result<()> {
     let source = Source::new(&ctx.config, &ctx.group)?;
-    let positions: Arc<Mutex<Option<BTreeMap<i32, i64>>>> = Arc::default();
+    let positions: Arc<Mutex<Progress>> = Arc::default();
     let lag_task = tokio::spawn(lag_loop(ctx.clone(), positions.clone(), stop.clone()));
     let result = consume(&ctx, &source, &positions, &mut stop).await;
     lag_task.abort();
@@ -136,18 +134,32 @@ pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Resu
     result
 }
 
+/// What the consuming task has committed, shared with [`lag_loop`].
+#[derive(Debug, Default)]
+struct Progress {
+    /// Bumped on every (re)connect: a figure computed from an older state is not used.
+    epoch: u64,
+    /// The stored next offsets; `None` until connected.
+    offsets: Option<BTreeMap<i32, i64>>,
+    applied: Applied,
+    /// The applied-up-to LSN from the last watermarks ([`Applied::with_watermarks`]).
+    figure: Option<u64>,
+}
+
+fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    p.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn consume(
     ctx: &TargetCtx,
     source: &Source,
-    positions: &Mutex<Option<BTreeMap<i32, i64>>>,
+    positions: &Mutex<Progress>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let config = &ctx.config;
     let mut backoff = Backoff::new(config);
     // After an error the database may be a new one (restored, re-created): apply the schema.
     let mut need_schema = true;
-    // Batches of different partitions commit out of LSN order; the gauge shows the highest.
-    let mut max_lsn = 0u64;
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
     let limits = consumer::Limits::of(config);
     'connect: while !*stop.borrow() {
@@ -179,7 +191,16 @@ async fn consume(
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
         ctx.metrics.up.set(1.0);
         ctx.readiness.up(&ctx.name);
-        *positions.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored.clone());
+        {
+            let mut p = lock(positions);
+            p.epoch += 1;
+            p.offsets = Some(stored.clone());
+            p.applied = Applied::default();
+            p.figure = None;
+        }
+        // The applied-up-to LSN last written on this connection (see the `applied` module);
+        // the stored figure only grows, and after a rebuild it may be lower than any before.
+        let mut written = 0u64;
         let mut next_refresh = Instant::now() + refresh;
 
         loop {
@@ -201,10 +222,20 @@ async fn consume(
                     Err(e) => warn!(target = %ctx.name, error = %e, "could not refresh partitions"),
                 }
             }
-            if records.is_empty() {
+            let (applied, figure) = {
+                let p = lock(positions);
+                let applied = p.applied.with_records(&ctx.projections, &records, &stored);
+                let figure = applied.floor(&partitions).max(p.figure);
+                (applied, figure)
+            };
+            let figure = figure.filter(|f| *f > written);
+            if records.is_empty() && figure.is_none() {
                 continue;
             }
-            let batch = decode(&ctx.projections, &records, &stored);
+            // Without records, a transaction of the bookkeeping alone records a figure that
+            // moved because the partitions behind reached their high watermarks.
+            let mut batch = decode(&ctx.projections, &records, &stored);
+            batch.applied_lsn = figure;
             let started = std::time::Instant::now();
             let dlq = ctx.dlq.clone();
             match store
@@ -213,8 +244,19 @@ async fn consume(
             {
                 Ok(Outcome::Committed(stats)) => {
                     stored.extend(batch.next_offsets.iter().map(|(p, o)| (*p, *o)));
-                    *positions.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored.clone());
+                    {
+                        let mut p = lock(positions);
+                        p.offsets = Some(stored.clone());
+                        p.applied = applied;
+                    }
                     let m = &ctx.metrics;
+                    if let Some(lsn) = figure {
+                        written = lsn;
+                        m.applied_commit_lsn.set(lsn as f64);
+                    }
+                    if records.is_empty() {
+                        continue;
+                    }
                     m.apply_seconds.observe(started.elapsed().as_secs_f64());
                     m.batches.inc();
                     m.applied.inc_by(stats.applied);
@@ -222,12 +264,6 @@ async fn consume(
                     m.stale.inc_by(stats.stale);
                     m.missing_row.inc_by(stats.missing_row);
                     m.dlq.inc_by(stats.dead_lettered);
-                    if let Some(lsn) = batch.max_commit_lsn
-                        && lsn > max_lsn
-                    {
-                        max_lsn = lsn;
-                        m.applied_commit_lsn.set(lsn as f64);
-                    }
                     if stats.dead_lettered > 0 {
                         warn!(target = %ctx.name, count = stats.dead_lettered, topic = %config.dlq_topic(), "poison events dead-lettered");
                     }
@@ -275,24 +311,35 @@ async fn consume(
     Ok(())
 }
 
-/// Keeps the lag gauge current: high watermarks minus what the target has stored.
+/// Keeps the lag gauge current (high watermarks minus what the target has stored) and the
+/// applied-up-to figure of partitions consumed to their high watermarks
+/// ([`Applied::with_watermarks`]): the watermarks are read after the state they are
+/// compared with.
 async fn lag_loop(
     ctx: TargetCtx,
-    positions: Arc<Mutex<Option<BTreeMap<i32, i64>>>>,
+    positions: Arc<Mutex<Progress>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Ok(marks) = Watermarks::new(&ctx.config) else {
         return;
     };
     loop {
-        let stored = positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (epoch, stored, applied) = {
+            let p = lock(&positions);
+            (p.epoch, p.offsets.clone(), p.applied.clone())
+        };
         if let Some(stored) = stored
             && let Ok(parts) = marks.partitions().await
             && let Ok(w) = marks.fetch(&parts).await
         {
             ctx.metrics.lag.set(consumer::lag(&w, &stored) as f64);
+            let figure = applied.with_watermarks(&stored, &w);
+            let mut p = lock(&positions);
+            if p.epoch == epoch {
+                p.figure = p.figure.max(figure);
+            }
         }
-        if sleep_or_stop(Duration::from_secs(2), &mut stop).await {
+        if sleep_or_stop(Duration::from_millis(500), &mut stop).await {
             return;
         }
     }

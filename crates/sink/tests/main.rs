@@ -5,6 +5,7 @@
 
 mod support;
 
+mod applied;
 mod bounds;
 mod crash;
 mod delivery;
