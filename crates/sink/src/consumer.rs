@@ -6,8 +6,9 @@
 //!
 //! There is no group rebalance: each target is exactly one consumer, so it takes all
 //! partitions itself (`assign`, not `subscribe`) and the broker keeps no offsets for it. The
-//! group id names the target's row in `walcast_offsets`. New partitions are picked up by
-//! re-reading the topic's metadata every `metadata_refresh_secs`.
+//! group id names the target's row in `walcast_offsets`. New partitions are seen by re-reading
+//! the topic's metadata every `metadata_refresh_secs`, and refused until an operator accepts
+//! them (the `partitions` module).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

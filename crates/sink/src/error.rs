@@ -68,6 +68,11 @@ pub enum Error {
     )]
     NoTopic { topic: String, brokers: String },
 
+    /// The topic's partition count differs from the one the target recorded; the message
+    /// names the fix (the `partitions` module).
+    #[error("{0}")]
+    PartitionsChanged(String),
+
     /// The admin endpoint could not be served.
     #[error("admin endpoint: {0}")]
     Admin(#[source] std::io::Error),
@@ -77,7 +82,11 @@ impl Error {
     /// Whether retrying (with backoff) may succeed without operator action.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Config(_) | Error::Load(_) | Error::SchemaFile { .. } | Error::Admin(_) => false,
+            Error::Config(_)
+            | Error::Load(_)
+            | Error::SchemaFile { .. }
+            | Error::Admin(_)
+            | Error::PartitionsChanged(_) => false,
             Error::Postgres { source, .. } => pg_retryable(source),
             Error::Connect { source, .. } => source.is_retryable(),
             Error::Kafka { source, .. } => !matches!(source, KafkaError::ClientCreation(_)),

@@ -39,6 +39,7 @@ mod dlq;
 mod error;
 mod health;
 pub mod metrics;
+mod partitions;
 mod plan;
 mod projection;
 mod rebuild;

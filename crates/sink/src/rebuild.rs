@@ -66,7 +66,8 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         .client()
         .batch_execute(&format!(
             "BEGIN; {}; DELETE FROM walcast_offsets WHERE consumer_group = '{g}'; \
-             DELETE FROM walcast_applied_lsn WHERE consumer_group = '{g}'; COMMIT",
+             DELETE FROM walcast_applied_lsn WHERE consumer_group = '{g}'; \
+             DELETE FROM walcast_topic_partitions WHERE consumer_group = '{g}'; COMMIT",
             sql::truncate_all(&projections.tables),
             g = group.replace('\'', "''"),
         ))

@@ -26,9 +26,10 @@ use crate::applied::Applied;
 use crate::config::SinkConfig;
 use crate::consumer::{self, Source, Watermarks};
 use crate::dlq::Dlq;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::health::Readiness;
 use crate::metrics::TargetMetrics;
+use crate::partitions::{self, Decision};
 use crate::projection::Projections;
 use crate::store::{Batch, Outcome, Store};
 
@@ -104,21 +105,51 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     stopped || *stop.borrow()
 }
 
+/// A connected target: its store, the topic's partitions, the stored offsets, and why some
+/// partitions are refused (the `partitions` module).
+struct Synced {
+    store: Store,
+    partitions: Vec<i32>,
+    stored: BTreeMap<i32, i64>,
+    refused: Option<(usize, String)>,
+}
+
 /// Connects, applies the schema (when asked: its `ALTER TABLE … IF NOT EXISTS` still takes an
-/// exclusive lock, so not on every re-sync), reads the stored offsets and seeks.
-async fn sync(
-    ctx: &TargetCtx,
-    source: &Source,
-    schema: bool,
-) -> Result<(Store, Vec<i32>, BTreeMap<i32, i64>)> {
+/// exclusive lock, so not on every re-sync), reads the stored offsets, checks the partition
+/// count and seeks.
+async fn sync(ctx: &TargetCtx, source: &Source, schema: bool) -> Result<Synced> {
     let store = Store::connect(&ctx.name, ctx.dsn.expose(), &ctx.group, source.topic()).await?;
     if schema {
         store.apply_schema(&ctx.schema).await?;
     }
     let stored = store.load_offsets().await?;
     let partitions = source.partitions().await?;
-    source.assign(&partitions, &stored)?;
-    Ok((store, partitions, stored))
+    let now = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
+    let decision =
+        partitions::check(store.client(), &ctx.name, &ctx.group, source.topic(), now).await?;
+    let refusal = partitions::refusal(&ctx.name, &ctx.group, source.topic(), &decision);
+    let (assigned, refused) = match (decision, refusal) {
+        (Decision::Pinned { recorded, now }, Some(why)) => (
+            partitions
+                .iter()
+                .copied()
+                .filter(|p| *p < recorded)
+                .collect(),
+            Some(((now - recorded) as usize, why)),
+        ),
+        (Decision::Stopped { .. }, Some(why)) => {
+            ctx.metrics.partitions_refused.set(partitions.len() as f64);
+            return Err(Error::PartitionsChanged(why));
+        }
+        _ => (partitions.clone(), None),
+    };
+    source.assign(&assigned, &stored)?;
+    Ok(Synced {
+        store,
+        partitions,
+        stored,
+        refused,
+    })
 }
 
 /// Runs one target until `stop` turns true. A target that cannot be used (down, or
@@ -163,7 +194,12 @@ async fn consume(
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
     let limits = consumer::Limits::of(config);
     'connect: while !*stop.borrow() {
-        let (mut store, mut partitions, mut stored) = match sync(ctx, source, need_schema).await {
+        let Synced {
+            mut store,
+            partitions,
+            mut stored,
+            refused,
+        } = match sync(ctx, source, need_schema).await {
             Ok(s) => s,
             // Needs an operator (wrong credentials, missing database): named in the log, on
             // /ready and by walcast_sink_target_up, retried slowly; the other targets run on.
@@ -190,7 +226,16 @@ async fn consume(
         backoff.reset();
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
         ctx.metrics.up.set(1.0);
-        ctx.readiness.up(&ctx.name);
+        ctx.metrics
+            .partitions_refused
+            .set(refused.as_ref().map_or(0.0, |r| r.0 as f64));
+        match &refused {
+            None => ctx.readiness.up(&ctx.name),
+            Some((_, why)) => {
+                error!(target = %ctx.name, "{why}");
+                ctx.readiness.down(&ctx.name, why);
+            }
+        }
         {
             let mut p = lock(positions);
             p.epoch += 1;
@@ -211,12 +256,12 @@ async fn consume(
             if Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + refresh;
                 match source.partitions().await {
-                    Ok(now) if now != partitions => {
-                        info!(target = %ctx.name, old = ?partitions, new = ?now, "partitions changed; re-assigning");
-                        // Records of this poll are dropped; the new assignment re-reads them.
-                        source.assign(&now, &stored)?;
-                        partitions = now;
-                        continue;
+                    // Partitions added, or refused ones that an operator may have accepted:
+                    // sync again (it checks the count). Records of this poll are dropped; the
+                    // new assignment re-reads them.
+                    Ok(now) if now != partitions || refused.is_some() => {
+                        info!(target = %ctx.name, old = ?partitions, new = ?now, "checking the partitions again");
+                        continue 'connect;
                     }
                     Ok(_) => {}
                     Err(e) => warn!(target = %ctx.name, error = %e, "could not refresh partitions"),

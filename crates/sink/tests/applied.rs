@@ -2,55 +2,7 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::json;
-use uuid::Uuid;
-
 use crate::support::*;
-
-/// Publishes one ProductCreated per `(partition, lsn)` to that partition.
-async fn produce_at(topic: &str, events: &[(i32, u64)]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka().bootstrap())
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    let mut pending = Vec::new();
-    for (partition, lsn) in events {
-        let p = Uuid::new_v4();
-        let (id, lsn) = (
-            Uuid::new_v4().to_string(),
-            format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
-        );
-        let value = json!({"productId": p, "sku": "S", "name": "N", "description": null,
-            "price": "1.00", "currency": "EUR", "isActive": true, "version": 1})
-        .to_string();
-        let mut headers = OwnedHeaders::new();
-        for (key, v) in [
-            ("id", id.as_str()),
-            ("event_type", "ProductCreated"),
-            ("occurred_at", "2026-05-01T12:00:00Z"),
-            ("walcast.commit_lsn", lsn.as_str()),
-        ] {
-            headers = headers.insert(Header {
-                key,
-                value: Some(v),
-            });
-        }
-        let key = p.to_string();
-        let record = FutureRecord::to(topic)
-            .partition(*partition)
-            .key(&key)
-            .payload(&value)
-            .headers(headers);
-        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
-    }
-    for d in pending {
-        d.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
-}
 
 /// Issue 10, suspicion A: the sink kept the greatest commit LSN over all partitions, so a
 /// target claimed LSNs whose earlier commits on another partition were not applied yet.

@@ -10,6 +10,7 @@ mod bounds;
 mod crash;
 mod delivery;
 mod outage;
+mod partitions;
 mod poison;
 mod rebuild;
 mod versions;

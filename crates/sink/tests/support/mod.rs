@@ -453,3 +453,50 @@ pub fn header_text(m: &impl rdkafka::Message, name: &str) -> Option<String> {
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
+
+/// Publishes one ProductCreated of a new product per `(partition, lsn)`, to that partition;
+/// returns the products.
+pub async fn produce_at(topic: &str, events: &[(i32, u64)]) -> Vec<uuid::Uuid> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka().bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    let mut products = Vec::new();
+    for (partition, lsn) in events {
+        let p = uuid::Uuid::new_v4();
+        products.push(p);
+        let (id, lsn) = (
+            uuid::Uuid::new_v4().to_string(),
+            format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
+        );
+        let value =
+            serde_json::json!({"productId": p, "sku": "S", "name": "N", "description": null,
+            "price": "1.00", "currency": "EUR", "isActive": true, "version": 1})
+            .to_string();
+        let mut headers = OwnedHeaders::new();
+        for (key, v) in [
+            ("id", id.as_str()),
+            ("event_type", "ProductCreated"),
+            ("occurred_at", "2026-05-01T12:00:00Z"),
+            ("walcast.commit_lsn", lsn.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(v),
+            });
+        }
+        let key = p.to_string();
+        let record = FutureRecord::to(topic)
+            .partition(*partition)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for d in pending {
+        d.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    products
+}
