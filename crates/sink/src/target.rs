@@ -206,6 +206,7 @@ async fn consume(
             Err(e) if !e.is_retryable() => {
                 error!(target = %ctx.name, error = %e, "target needs an operator; retrying slowly");
                 ctx.readiness.down(&ctx.name, &e.to_string());
+                ctx.metrics.up.set(0.0);
                 ctx.metrics.retries.inc();
                 if sleep_or_stop(Duration::from_millis(config.retry.max_backoff_ms), stop).await {
                     break;
@@ -215,6 +216,7 @@ async fn consume(
             Err(e) => {
                 warn!(target = %ctx.name, error = %e, retryable = e.is_retryable(), "target not available; retrying");
                 ctx.readiness.down(&ctx.name, &e.to_string());
+                ctx.metrics.up.set(0.0);
                 ctx.metrics.retries.inc();
                 if sleep_or_stop(backoff.take(), stop).await {
                     break;
