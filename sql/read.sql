@@ -71,3 +71,14 @@ CREATE TABLE IF NOT EXISTS walcast_applied_lsn (
     commit_lsn     PG_LSN NOT NULL,
     applied_at     TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- The partition count of the topic this target consumes, recorded when it first consumed it.
+-- A topic that gains partitions moves keys to other partitions; the sink refuses to consume
+-- the new ones until an operator records the new count here (docs/operations.md).
+CREATE TABLE IF NOT EXISTS walcast_topic_partitions (
+    consumer_group TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    partitions     INT NOT NULL,
+    recorded_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic)
+);

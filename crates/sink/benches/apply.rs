@@ -22,6 +22,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[path = "../tests/support/model.rs"]
 #[allow(dead_code)]
 mod model;
@@ -30,7 +33,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -105,23 +107,7 @@ async fn publish(kafka: &Kafka, topic: &str, events: &[Event]) {
         let id = e.id.to_string();
         let at = iso(e.occurred_at);
         let lsn = format!("0/{:X}", (i + 1) * 0x100);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "id",
-                value: Some(&id),
-            })
-            .insert(Header {
-                key: "event_type",
-                value: Some(e.event_type),
-            })
-            .insert(Header {
-                key: "occurred_at",
-                value: Some(&at),
-            })
-            .insert(Header {
-                key: "walcast.commit_lsn",
-                value: Some(&lsn),
-            });
+        let headers = common::envelope(&id, e.event_type, &at, &lsn);
         let key = e.product.to_string();
         let value = e.payload.to_string();
         let mut record = FutureRecord::to(topic)
@@ -215,18 +201,7 @@ async fn run_sink(
         clients.push(connect(dsn).await);
     }
     loop {
-        let mut done = 0;
-        for c in &clients {
-            let p: Option<i64> = c
-                .query_one("SELECT sum(next_offset)::bigint FROM walcast_offsets", &[])
-                .await
-                .ok()
-                .and_then(|r| r.get(0));
-            if p == Some(total) {
-                done += 1;
-            }
-        }
-        if done == clients.len() {
+        if common::all_drained(&clients, total).await {
             break;
         }
         assert!(

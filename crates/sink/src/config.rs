@@ -65,6 +65,13 @@ pub struct BatchConfig {
     pub max_events: usize,
     /// How long a batch waits for more events after its first one.
     pub linger_ms: u64,
+    /// Most record bytes (key, value, headers) in one batch: a batch closes at `max_events` or
+    /// `max_bytes`, whichever comes first; a single larger record is a batch of its own. A
+    /// target holds a small multiple of this while it applies a batch (records, decoded values,
+    /// statement arguments; docs/benchmarks.md), so it bounds the sink's memory behind a
+    /// backlog of large events.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +311,11 @@ impl SinkConfig {
         if self.batch.max_events == 0 {
             return fail("[batch] max_events must be at least 1".into());
         }
+        if self.batch.max_bytes < 1024 {
+            return fail(
+                "[batch] max_bytes must be at least 1024 (16777216, 16 MB, is the default)".into(),
+            );
+        }
         if self.retry.initial_backoff_ms == 0
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
         {
@@ -318,6 +330,7 @@ impl Default for BatchConfig {
         BatchConfig {
             max_events: 1000,
             linger_ms: 20,
+            max_bytes: default_max_bytes(),
         }
     }
 }
@@ -353,6 +366,10 @@ impl Default for EnvelopeConfig {
     }
 }
 
+/// 16 MB: a thousand 16 kB events, or sixteen 1 MB ones, per transaction (docs/operations.md).
+fn default_max_bytes() -> usize {
+    16 * 1024 * 1024
+}
 fn default_group_prefix() -> String {
     "walcast.sink".into()
 }

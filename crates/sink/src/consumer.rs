@@ -1,18 +1,22 @@
 //! A target's Kafka consumer: it assigns itself every partition of the topic at the offsets its
-//! database holds, and hands out batches of at most `max_events` within `linger`.
+//! database holds, and hands out batches of at most `max_events` and `max_bytes` within
+//! `linger`. Memory per target: the batch being applied (at most `max_bytes` of records, and
+//! copies of their values while they are decoded and written) plus librdkafka's prefetch (at
+//! most 4 MB queued and one fetch of at most 4 MB).
 //!
 //! There is no group rebalance: each target is exactly one consumer, so it takes all
 //! partitions itself (`assign`, not `subscribe`) and the broker keeps no offsets for it. The
-//! group id names the target's row in `walcast_offsets`. New partitions are picked up by
-//! re-reading the topic's metadata every `metadata_refresh_secs`.
+//! group id names the target's row in `walcast_offsets`. New partitions are seen by re-reading
+//! the topic's metadata every `metadata_refresh_secs`, and refused until an operator accepts
+//! them (the `partitions` module).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::OwnedMessage;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -21,6 +25,8 @@ use crate::error::{Error, Result};
 
 pub(crate) struct Source {
     consumer: Arc<StreamConsumer>,
+    /// A record received after a batch was full by bytes: the first of the next batch.
+    carry: std::sync::Mutex<Option<OwnedMessage>>,
     topic: String,
     brokers: String,
     /// The consumer's settings, for [`diagnose`](walcast_telemetry::kafka::diagnose).
@@ -44,9 +50,12 @@ pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("isolation.level", "read_committed")
-        // librdkafka prefetches up to 64 MB per consumer by default; with four targets behind
-        // on a backlog that is 256 MB of RSS for no gain (a batch is at most max_events).
-        .set("queued.max.messages.kbytes", "8192");
+        // librdkafka prefetches up to 64 MB per consumer by default, and a fetch response may
+        // hold 50 MB more; with four targets behind on a backlog that is hundreds of MB of RSS
+        // for no gain. At most 4 MB queued plus one fetch of at most 4 MB: 8 MB per target
+        // (a batch waits on the database, not on the broker).
+        .set("queued.max.messages.kbytes", "4096")
+        .set("fetch.max.bytes", "4194304");
     for (k, v) in &config.kafka.properties {
         c.set(k, v);
     }
@@ -61,6 +70,7 @@ impl Source {
         )))?;
         Ok(Source {
             consumer: Arc::new(consumer),
+            carry: std::sync::Mutex::default(),
             topic: config.kafka.topic.clone(),
             brokers: config.kafka.brokers.clone(),
             client_config,
@@ -92,30 +102,51 @@ impl Source {
             tpl.add_partition_offset(&self.topic, *p, at)
                 .map_err(Error::kafka("building the assignment"))?;
         }
+        // A record held over belongs to the old positions; the new ones re-read it.
+        self.take_carry();
         self.consumer
             .assign(&tpl)
             .map_err(Error::kafka("assigning partitions"))
     }
 
-    /// Up to `max` records: waits up to `idle` for the first, then up to `linger` for more.
+    fn take_carry(&self) -> Option<OwnedMessage> {
+        self.carry.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Up to `limits.events` records and `limits.bytes` bytes ([`record_bytes`]): waits up to
+    /// `idle` for the first, then up to `linger` for more. A record larger than `limits.bytes`
+    /// is a batch of its own; a record that would overflow a batch is kept for the next one.
     /// Empty if nothing arrived.
     pub(crate) async fn next_batch(
         &self,
-        max: usize,
+        limits: Limits,
         linger: Duration,
         idle: Duration,
     ) -> Result<Vec<OwnedMessage>> {
         let mut out = Vec::new();
+        let mut bytes = 0;
         let first_deadline = Instant::now() + idle;
         let mut deadline = first_deadline;
-        while out.len() < max {
+        if let Some(m) = self.take_carry() {
+            bytes += record_bytes(&m);
+            out.push(m);
+            deadline = Instant::now() + linger;
+        }
+        while out.len() < limits.events && bytes < limits.bytes {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_) => break,
                 Ok(Ok(m)) => {
+                    let m = m.detach();
+                    let size = record_bytes(&m);
+                    if !out.is_empty() && bytes + size > limits.bytes {
+                        *self.carry.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+                        break;
+                    }
                     if out.is_empty() {
                         deadline = Instant::now() + linger;
                     }
-                    out.push(m.detach());
+                    bytes += size;
+                    out.push(m);
                 }
                 Ok(Err(e)) => {
                     // librdkafka retries broker failures itself; report and keep polling.
@@ -133,6 +164,33 @@ impl Source {
     pub(crate) fn topic(&self) -> &str {
         &self.topic
     }
+}
+
+/// When a batch is full.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+}
+
+impl Limits {
+    pub(crate) fn of(config: &SinkConfig) -> Limits {
+        Limits {
+            events: config.batch.max_events,
+            bytes: config.batch.max_bytes,
+        }
+    }
+}
+
+/// The bytes of a record a batch counts: key, value, header names and values.
+pub(crate) fn record_bytes(m: &OwnedMessage) -> usize {
+    m.key().map_or(0, <[u8]>::len)
+        + m.payload().map_or(0, <[u8]>::len)
+        + m.headers().map_or(0, |h| {
+            h.iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum()
+        })
 }
 
 /// The partitions of `topic`, sorted; [`Error::NoTopic`] if it has none.

@@ -68,6 +68,11 @@ pub enum Error {
     )]
     NoTopic { topic: String, brokers: String },
 
+    /// The topic's partition count differs from the one the target recorded; the message
+    /// names the fix (the `partitions` module).
+    #[error("{0}")]
+    PartitionsChanged(String),
+
     /// The admin endpoint could not be served.
     #[error("admin endpoint: {0}")]
     Admin(#[source] std::io::Error),
@@ -77,7 +82,11 @@ impl Error {
     /// Whether retrying (with backoff) may succeed without operator action.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Config(_) | Error::Load(_) | Error::SchemaFile { .. } | Error::Admin(_) => false,
+            Error::Config(_)
+            | Error::Load(_)
+            | Error::SchemaFile { .. }
+            | Error::Admin(_)
+            | Error::PartitionsChanged(_) => false,
             Error::Postgres { source, .. } => pg_retryable(source),
             Error::Connect { source, .. } => source.is_retryable(),
             Error::Kafka { source, .. } => !matches!(source, KafkaError::ClientCreation(_)),
@@ -133,14 +142,18 @@ fn pg_retryable(e: &tokio_postgres::Error) -> bool {
         || code == "58030" // system / I/O error
 }
 
+/// Longest server message quoted in an error.
+const MESSAGE_BYTES: usize = 1024;
+
 /// The server's message (tokio-postgres prints only "db error" for it), or the driver error
 /// with its cause (e.g. the OS error behind "error connecting to server").
 fn pg_text(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
+        // The server may echo a value of the batch: bounded, like every text the sink writes.
         return format!(
             "{}: {} (SQLSTATE {})",
             db.severity(),
-            db.message(),
+            crate::text::truncate(db.message(), MESSAGE_BYTES),
             db.code().code()
         );
     }

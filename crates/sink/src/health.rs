@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use walcast_telemetry::admin::Health;
 
+/// Longest reason `/ready` gives for a target.
+const WHY_BYTES: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Readiness {
     health: Health,
@@ -31,8 +34,12 @@ impl Readiness {
         self.set(target, None);
     }
 
+    /// `why` is cut at [`WHY_BYTES`]: `/ready` shows one line per target, whatever the error.
     pub(crate) fn down(&self, target: &str, why: &str) {
-        self.set(target, Some(why.to_owned()));
+        self.set(
+            target,
+            Some(crate::text::truncate(why, WHY_BYTES).into_owned()),
+        );
     }
 
     fn set(&self, target: &str, state: Option<String>) {

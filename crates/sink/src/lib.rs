@@ -32,18 +32,21 @@
 //! # }
 //! ```
 
+mod applied;
 pub mod config;
 mod consumer;
 mod dlq;
 mod error;
 mod health;
 pub mod metrics;
+mod partitions;
 mod plan;
 mod projection;
 mod rebuild;
 mod sql;
 mod store;
 mod target;
+mod text;
 mod timestamp;
 mod value;
 

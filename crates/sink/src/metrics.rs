@@ -13,6 +13,7 @@ pub const LAG: &str = "walcast_sink_lag_messages";
 pub const APPLY_SECONDS: &str = "walcast_sink_apply_seconds";
 pub const APPLIED_COMMIT_LSN: &str = "walcast_sink_applied_commit_lsn";
 pub const TARGET_UP: &str = "walcast_sink_target_up";
+pub const PARTITIONS_REFUSED: &str = "walcast_sink_partitions_refused";
 
 const APPLY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -32,6 +33,7 @@ pub(crate) struct TargetMetrics {
     pub(crate) apply_seconds: Histogram,
     pub(crate) applied_commit_lsn: Gauge,
     pub(crate) up: Gauge,
+    pub(crate) partitions_refused: Gauge,
 }
 
 impl TargetMetrics {
@@ -47,8 +49,9 @@ impl TargetMetrics {
             retries: registry.counter(RETRIES, "Batches or connections retried after an error.", l),
             lag: registry.gauge(LAG, "Messages between the target's stored offsets and the high watermarks.", l),
             apply_seconds: registry.histogram(APPLY_SECONDS, "Time to apply and commit one batch.", l, APPLY_BUCKETS),
-            applied_commit_lsn: registry.gauge(APPLIED_COMMIT_LSN, "Highest source commit LSN (walcast.commit_lsn) applied, as a number.", l),
+            applied_commit_lsn: registry.gauge(APPLIED_COMMIT_LSN, "Source commit LSN up to which every event is applied (walcast_applied_lsn), as a number.", l),
             up: registry.gauge(TARGET_UP, "1 while the target is connected and consuming, else 0.", l),
+            partitions_refused: registry.gauge(PARTITIONS_REFUSED, "Partitions of the topic the target does not consume because the topic gained partitions (see /ready).", l),
         }
     }
 }

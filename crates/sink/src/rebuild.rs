@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::applied::Applied;
 use crate::config::SinkConfig;
 use crate::consumer::{Source, Watermarks};
 use crate::dlq::Dlq;
 use crate::error::{Error, Result};
 use crate::projection::Projections;
-use crate::store::{Outcome, Store};
+use crate::store::{Batch, Outcome, Store};
 use crate::{schema_files, sql, target};
 
 /// What a rebuild did.
@@ -65,7 +66,8 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         .client()
         .batch_execute(&format!(
             "BEGIN; {}; DELETE FROM walcast_offsets WHERE consumer_group = '{g}'; \
-             DELETE FROM walcast_applied_lsn WHERE consumer_group = '{g}'; COMMIT",
+             DELETE FROM walcast_applied_lsn WHERE consumer_group = '{g}'; \
+             DELETE FROM walcast_topic_partitions WHERE consumer_group = '{g}'; COMMIT",
             sql::truncate_all(&projections.tables),
             g = group.replace('\'', "''"),
         ))
@@ -91,10 +93,11 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
             .all(|(p, (low, high))| high <= low || stored.get(p).is_some_and(|n| n >= high))
     };
     let mut idle_since = Instant::now();
+    let mut applied = Applied::default();
     while !done(&stored) {
         let records = source
             .next_batch(
-                config.batch.max_events,
+                crate::consumer::Limits::of(config),
                 config.linger(),
                 Duration::from_millis(500),
             )
@@ -107,7 +110,9 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
             continue;
         }
         idle_since = Instant::now();
-        let batch = target::decode(&projections, &records, &stored);
+        let mut batch = target::decode(&projections, &records, &stored);
+        let after = applied.with_records(&projections, &records, &stored);
+        batch.applied_lsn = after.floor(&partitions);
         match store
             .apply(&projections, &batch, &records, &stored, &dlq)
             .await?
@@ -116,6 +121,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
                 report.records += records.len() as u64;
                 report.dead_lettered += stats.dead_lettered;
                 stored.extend(batch.next_offsets);
+                applied = after;
             }
             Outcome::RebuildRunning | Outcome::Diverged => {
                 return Err(Error::Config(format!(
@@ -131,6 +137,17 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
             })
             .sum();
         bar.update(applied as u64);
+    }
+    // Everything below the watermarks read at the start is applied, and an event older than
+    // one of them was on the topic before them: the greatest LSN applied is a true figure.
+    if let Some(lsn) = applied.max() {
+        let batch = Batch {
+            applied_lsn: Some(lsn),
+            ..Batch::default()
+        };
+        store
+            .apply(&projections, &batch, &[], &stored, &dlq)
+            .await?;
     }
     let _ = store.client().execute(sql::REBUILD_UNLOCK, &[&group]).await;
     report.elapsed = started.elapsed();

@@ -22,12 +22,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::applied::Applied;
 use crate::config::SinkConfig;
 use crate::consumer::{self, Source, Watermarks};
 use crate::dlq::Dlq;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::health::Readiness;
 use crate::metrics::TargetMetrics;
+use crate::partitions::{self, Decision};
 use crate::projection::Projections;
 use crate::store::{Batch, Outcome, Store};
 
@@ -59,9 +61,6 @@ pub(crate) fn decode(
         }
         let next = batch.next_offsets.entry(p).or_insert(o + 1);
         *next = (*next).max(o + 1);
-        if let Some(lsn) = projections.commit_lsn(r) {
-            batch.max_commit_lsn = batch.max_commit_lsn.max(Some(lsn));
-        }
         match projections.decode(r) {
             Ok(c) => batch.changes.push((i, c)),
             Err(why) => batch.rejected.push((i, why)),
@@ -106,21 +105,51 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     stopped || *stop.borrow()
 }
 
+/// A connected target: its store, the topic's partitions, the stored offsets, and why some
+/// partitions are refused (the `partitions` module).
+struct Synced {
+    store: Store,
+    partitions: Vec<i32>,
+    stored: BTreeMap<i32, i64>,
+    refused: Option<(usize, String)>,
+}
+
 /// Connects, applies the schema (when asked: its `ALTER TABLE … IF NOT EXISTS` still takes an
-/// exclusive lock, so not on every re-sync), reads the stored offsets and seeks.
-async fn sync(
-    ctx: &TargetCtx,
-    source: &Source,
-    schema: bool,
-) -> Result<(Store, Vec<i32>, BTreeMap<i32, i64>)> {
+/// exclusive lock, so not on every re-sync), reads the stored offsets, checks the partition
+/// count and seeks.
+async fn sync(ctx: &TargetCtx, source: &Source, schema: bool) -> Result<Synced> {
     let store = Store::connect(&ctx.name, ctx.dsn.expose(), &ctx.group, source.topic()).await?;
     if schema {
         store.apply_schema(&ctx.schema).await?;
     }
     let stored = store.load_offsets().await?;
     let partitions = source.partitions().await?;
-    source.assign(&partitions, &stored)?;
-    Ok((store, partitions, stored))
+    let now = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
+    let decision =
+        partitions::check(store.client(), &ctx.name, &ctx.group, source.topic(), now).await?;
+    let refusal = partitions::refusal(&ctx.name, &ctx.group, source.topic(), &decision);
+    let (assigned, refused) = match (decision, refusal) {
+        (Decision::Pinned { recorded, now }, Some(why)) => (
+            partitions
+                .iter()
+                .copied()
+                .filter(|p| *p < recorded)
+                .collect(),
+            Some(((now - recorded) as usize, why)),
+        ),
+        (Decision::Stopped { .. }, Some(why)) => {
+            ctx.metrics.partitions_refused.set(partitions.len() as f64);
+            return Err(Error::PartitionsChanged(why));
+        }
+        _ => (partitions.clone(), None),
+    };
+    source.assign(&assigned, &stored)?;
+    Ok(Synced {
+        store,
+        partitions,
+        stored,
+        refused,
+    })
 }
 
 /// Runs one target until `stop` turns true. A target that cannot be used (down, or
@@ -128,7 +157,7 @@ async fn sync(
 /// one bad target never stops the read DB and the other replicas.
 pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Result<()> {
     let source = Source::new(&ctx.config, &ctx.group)?;
-    let positions: Arc<Mutex<Option<BTreeMap<i32, i64>>>> = Arc::default();
+    let positions: Arc<Mutex<Progress>> = Arc::default();
     let lag_task = tokio::spawn(lag_loop(ctx.clone(), positions.clone(), stop.clone()));
     let result = consume(&ctx, &source, &positions, &mut stop).await;
     lag_task.abort();
@@ -136,27 +165,48 @@ pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Resu
     result
 }
 
+/// What the consuming task has committed, shared with [`lag_loop`].
+#[derive(Debug, Default)]
+struct Progress {
+    /// Bumped on every (re)connect: a figure computed from an older state is not used.
+    epoch: u64,
+    /// The stored next offsets; `None` until connected.
+    offsets: Option<BTreeMap<i32, i64>>,
+    applied: Applied,
+    /// The applied-up-to LSN from the last watermarks ([`Applied::with_watermarks`]).
+    figure: Option<u64>,
+}
+
+fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    p.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn consume(
     ctx: &TargetCtx,
     source: &Source,
-    positions: &Mutex<Option<BTreeMap<i32, i64>>>,
+    positions: &Mutex<Progress>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let config = &ctx.config;
     let mut backoff = Backoff::new(config);
     // After an error the database may be a new one (restored, re-created): apply the schema.
     let mut need_schema = true;
-    // Batches of different partitions commit out of LSN order; the gauge shows the highest.
-    let mut max_lsn = 0u64;
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
+    let limits = consumer::Limits::of(config);
     'connect: while !*stop.borrow() {
-        let (mut store, mut partitions, mut stored) = match sync(ctx, source, need_schema).await {
+        let Synced {
+            mut store,
+            partitions,
+            mut stored,
+            refused,
+        } = match sync(ctx, source, need_schema).await {
             Ok(s) => s,
             // Needs an operator (wrong credentials, missing database): named in the log, on
             // /ready and by walcast_sink_target_up, retried slowly; the other targets run on.
             Err(e) if !e.is_retryable() => {
                 error!(target = %ctx.name, error = %e, "target needs an operator; retrying slowly");
                 ctx.readiness.down(&ctx.name, &e.to_string());
+                ctx.metrics.up.set(0.0);
                 ctx.metrics.retries.inc();
                 if sleep_or_stop(Duration::from_millis(config.retry.max_backoff_ms), stop).await {
                     break;
@@ -166,6 +216,7 @@ async fn consume(
             Err(e) => {
                 warn!(target = %ctx.name, error = %e, retryable = e.is_retryable(), "target not available; retrying");
                 ctx.readiness.down(&ctx.name, &e.to_string());
+                ctx.metrics.up.set(0.0);
                 ctx.metrics.retries.inc();
                 if sleep_or_stop(backoff.take(), stop).await {
                     break;
@@ -177,33 +228,61 @@ async fn consume(
         backoff.reset();
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
         ctx.metrics.up.set(1.0);
-        ctx.readiness.up(&ctx.name);
-        *positions.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored.clone());
+        ctx.metrics
+            .partitions_refused
+            .set(refused.as_ref().map_or(0.0, |r| r.0 as f64));
+        match &refused {
+            None => ctx.readiness.up(&ctx.name),
+            Some((_, why)) => {
+                error!(target = %ctx.name, "{why}");
+                ctx.readiness.down(&ctx.name, why);
+            }
+        }
+        {
+            let mut p = lock(positions);
+            p.epoch += 1;
+            p.offsets = Some(stored.clone());
+            p.applied = Applied::default();
+            p.figure = None;
+        }
+        // The applied-up-to LSN last written on this connection (see the `applied` module);
+        // the stored figure only grows, and after a rebuild it may be lower than any before.
+        let mut written = 0u64;
         let mut next_refresh = Instant::now() + refresh;
 
         loop {
             let records = tokio::select! {
-                r = source.next_batch(config.batch.max_events, config.linger(), Duration::from_millis(500)) => r?,
+                r = source.next_batch(limits, config.linger(), Duration::from_millis(500)) => r?,
                 _ = stop.wait_for(|s| *s) => break 'connect,
             };
             if Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + refresh;
                 match source.partitions().await {
-                    Ok(now) if now != partitions => {
-                        info!(target = %ctx.name, old = ?partitions, new = ?now, "partitions changed; re-assigning");
-                        // Records of this poll are dropped; the new assignment re-reads them.
-                        source.assign(&now, &stored)?;
-                        partitions = now;
-                        continue;
+                    // Partitions added, or refused ones that an operator may have accepted:
+                    // sync again (it checks the count). Records of this poll are dropped; the
+                    // new assignment re-reads them.
+                    Ok(now) if now != partitions || refused.is_some() => {
+                        info!(target = %ctx.name, old = ?partitions, new = ?now, "checking the partitions again");
+                        continue 'connect;
                     }
                     Ok(_) => {}
                     Err(e) => warn!(target = %ctx.name, error = %e, "could not refresh partitions"),
                 }
             }
-            if records.is_empty() {
+            let (applied, figure) = {
+                let p = lock(positions);
+                let applied = p.applied.with_records(&ctx.projections, &records, &stored);
+                let figure = applied.floor(&partitions).max(p.figure);
+                (applied, figure)
+            };
+            let figure = figure.filter(|f| *f > written);
+            if records.is_empty() && figure.is_none() {
                 continue;
             }
-            let batch = decode(&ctx.projections, &records, &stored);
+            // Without records, a transaction of the bookkeeping alone records a figure that
+            // moved because the partitions behind reached their high watermarks.
+            let mut batch = decode(&ctx.projections, &records, &stored);
+            batch.applied_lsn = figure;
             let started = std::time::Instant::now();
             let dlq = ctx.dlq.clone();
             match store
@@ -212,8 +291,19 @@ async fn consume(
             {
                 Ok(Outcome::Committed(stats)) => {
                     stored.extend(batch.next_offsets.iter().map(|(p, o)| (*p, *o)));
-                    *positions.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored.clone());
+                    {
+                        let mut p = lock(positions);
+                        p.offsets = Some(stored.clone());
+                        p.applied = applied;
+                    }
                     let m = &ctx.metrics;
+                    if let Some(lsn) = figure {
+                        written = lsn;
+                        m.applied_commit_lsn.set(lsn as f64);
+                    }
+                    if records.is_empty() {
+                        continue;
+                    }
                     m.apply_seconds.observe(started.elapsed().as_secs_f64());
                     m.batches.inc();
                     m.applied.inc_by(stats.applied);
@@ -221,12 +311,6 @@ async fn consume(
                     m.stale.inc_by(stats.stale);
                     m.missing_row.inc_by(stats.missing_row);
                     m.dlq.inc_by(stats.dead_lettered);
-                    if let Some(lsn) = batch.max_commit_lsn
-                        && lsn > max_lsn
-                    {
-                        max_lsn = lsn;
-                        m.applied_commit_lsn.set(lsn as f64);
-                    }
                     if stats.dead_lettered > 0 {
                         warn!(target = %ctx.name, count = stats.dead_lettered, topic = %config.dlq_topic(), "poison events dead-lettered");
                     }
@@ -274,24 +358,35 @@ async fn consume(
     Ok(())
 }
 
-/// Keeps the lag gauge current: high watermarks minus what the target has stored.
+/// Keeps the lag gauge current (high watermarks minus what the target has stored) and the
+/// applied-up-to figure of partitions consumed to their high watermarks
+/// ([`Applied::with_watermarks`]): the watermarks are read after the state they are
+/// compared with.
 async fn lag_loop(
     ctx: TargetCtx,
-    positions: Arc<Mutex<Option<BTreeMap<i32, i64>>>>,
+    positions: Arc<Mutex<Progress>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Ok(marks) = Watermarks::new(&ctx.config) else {
         return;
     };
     loop {
-        let stored = positions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (epoch, stored, applied) = {
+            let p = lock(&positions);
+            (p.epoch, p.offsets.clone(), p.applied.clone())
+        };
         if let Some(stored) = stored
             && let Ok(parts) = marks.partitions().await
             && let Ok(w) = marks.fetch(&parts).await
         {
             ctx.metrics.lag.set(consumer::lag(&w, &stored) as f64);
+            let figure = applied.with_watermarks(&stored, &w);
+            let mut p = lock(&positions);
+            if p.epoch == epoch {
+                p.figure = p.figure.max(figure);
+            }
         }
-        if sleep_or_stop(Duration::from_secs(2), &mut stop).await {
+        if sleep_or_stop(Duration::from_millis(500), &mut stop).await {
             return;
         }
     }

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::config::ColumnType;
-use crate::timestamp;
+use crate::{text, timestamp};
 
 /// Why a value cannot be written to a column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub(crate) fn to_sql_text(
     let wrong = |want: &str| TypeMismatch(format!("expected {want}, got {}", kind(v)));
     let text = match (ty, v) {
         (ColumnType::Uuid, Value::String(s)) => uuid::Uuid::parse_str(s)
-            .map_err(|_| TypeMismatch(format!("expected a UUID, got {s:?}")))?
+            .map_err(|_| TypeMismatch(format!("expected a UUID, got {}", text::echo(s))))?
             .hyphenated()
             .to_string(),
         (ColumnType::Uuid, _) => return Err(wrong("a UUID string")),
@@ -29,7 +29,10 @@ pub(crate) fn to_sql_text(
         (ColumnType::Text, _) => return Err(wrong("a string")),
         (ColumnType::Numeric, Value::String(s)) if is_decimal(s) => s.trim().to_owned(),
         (ColumnType::Numeric, Value::String(s)) => {
-            return Err(TypeMismatch(format!("expected a decimal, got {s:?}")));
+            return Err(TypeMismatch(format!(
+                "expected a decimal, got {}",
+                text::echo(s)
+            )));
         }
         (ColumnType::Numeric, Value::Number(n)) => n.to_string(),
         (ColumnType::Numeric, _) => return Err(wrong("a decimal string or number")),
@@ -48,7 +51,12 @@ pub(crate) fn to_sql_text(
         (ColumnType::Bigint, _) => return Err(wrong("an integer")),
         (ColumnType::Timestamptz, Value::String(s)) => timestamp::parse_micros(s)
             .map(timestamp::format_micros)
-            .ok_or_else(|| TypeMismatch(format!("expected an ISO 8601 timestamp, got {s:?}")))?,
+            .ok_or_else(|| {
+                TypeMismatch(format!(
+                    "expected an ISO 8601 timestamp, got {}",
+                    text::echo(s)
+                ))
+            })?,
         (ColumnType::Timestamptz, _) => return Err(wrong("an ISO 8601 timestamp string")),
         (ColumnType::Jsonb, v) => v.to_string(),
     };

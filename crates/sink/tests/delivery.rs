@@ -53,12 +53,24 @@ async fn every_event_is_applied_once_on_all_four_targets_despite_duplicates_and_
             events.len() as i64,
             "{name}: each event processed once"
         );
-        let applied_lsn = count(
-            dsn,
-            "SELECT (commit_lsn - '0/0')::bigint FROM walcast_applied_lsn",
-        )
-        .await;
-        assert_eq!(applied_lsn as u64, lsn, "{name}: last applied commit LSN");
+        // Recorded once every partition is known consumed to its end (`applied` module docs):
+        // shortly after the offsets.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let applied_lsn = count(
+                dsn,
+                "SELECT (commit_lsn - '0/0')::bigint FROM walcast_applied_lsn",
+            )
+            .await;
+            if applied_lsn as u64 == lsn {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: applied LSN {applied_lsn:X}, the last commit is {lsn:X}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         assert_eq!(
             sink.metric(metrics::EVENTS_APPLIED, name),

@@ -5,9 +5,12 @@
 
 mod support;
 
+mod applied;
+mod bounds;
 mod crash;
 mod delivery;
 mod outage;
+mod partitions;
 mod poison;
 mod rebuild;
 mod versions;

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{Change, EventRule, Op, Position, Projections, RejectKind, Rejection, Source};
 use crate::config::Action;
-use crate::{timestamp, value};
+use crate::{text, timestamp, value};
 
 fn reject(kind: RejectKind, detail: impl Into<String>) -> Rejection {
     Rejection {
@@ -57,7 +57,10 @@ impl Projections {
         let rule = self.events.get(event_type).ok_or_else(|| {
             reject(
                 RejectKind::UnknownType,
-                format!("no [[events]] mapping for event type {event_type:?}"),
+                format!(
+                    "no [[events]] mapping for event type {}",
+                    text::echo(event_type)
+                ),
             )
         })?;
         let id = header_str(msg, &env.event_id_header)?.ok_or_else(|| {
@@ -69,7 +72,11 @@ impl Projections {
         let event_id = uuid::Uuid::parse_str(id).map_err(|_| {
             reject(
                 RejectKind::WrongType,
-                format!("header {} is not a UUID: {id:?}", env.event_id_header),
+                format!(
+                    "header {} is not a UUID: {}",
+                    env.event_id_header,
+                    text::echo(id)
+                ),
             )
         })?;
         let payload = msg
@@ -111,7 +118,7 @@ impl Projections {
                     wrong(
                         event_type,
                         version_field,
-                        format!("expected an integer, got {v}"),
+                        format!("expected an integer, got {}", text::echo_json(v)),
                     )
                 })?,
         };
@@ -121,8 +128,9 @@ impl Projections {
                 reject(
                     RejectKind::WrongType,
                     format!(
-                        "header {} is not an ISO 8601 timestamp: {s:?}",
-                        env.occurred_at_header
+                        "header {} is not an ISO 8601 timestamp: {}",
+                        env.occurred_at_header,
+                        text::echo(s)
                     ),
                 )
             })?),
@@ -163,8 +171,9 @@ impl Projections {
                 reject(
                     RejectKind::WrongType,
                     format!(
-                        "header {} is not a version number: {h:?}",
-                        env.event_version_header
+                        "header {} is not a version number: {}",
+                        env.event_version_header,
+                        text::echo(h)
                     ),
                 )
             });
@@ -178,8 +187,9 @@ impl Projections {
                     reject(
                         RejectKind::WrongType,
                         format!(
-                            "field {} is not a version number: {v}",
-                            env.event_version_field
+                            "field {} is not a version number: {}",
+                            env.event_version_field,
+                            text::echo_json(v)
                         ),
                     )
                 }),

@@ -64,8 +64,8 @@ pub(crate) struct Batch {
     pub(crate) rejected: Vec<(usize, Rejection)>,
     /// Per partition: the offset after the last record of the batch.
     pub(crate) next_offsets: BTreeMap<i32, i64>,
-    /// The highest `walcast.commit_lsn` of the batch's records.
-    pub(crate) max_commit_lsn: Option<u64>,
+    /// The applied-up-to LSN to record with the batch (the `applied` module).
+    pub(crate) applied_lsn: Option<u64>,
 }
 
 /// A connection to one target.
@@ -358,7 +358,7 @@ impl Store {
                     .arg(offs),
             );
         }
-        if let Some(lsn) = batch.max_commit_lsn {
+        if let Some(lsn) = batch.applied_lsn {
             let text = format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
             out.push(
                 apply::Exec::new(

@@ -413,3 +413,90 @@ pub async fn assert_rows(target: &str, dsn: &str, expected: &[String]) {
         );
     }
 }
+
+/// The first `n` records of `<topic>.dlq`, or a panic after `within`.
+pub async fn dead_letters(
+    topic: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use futures_util::StreamExt;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka().bootstrap())
+        .set("group.id", unique_name("dlq_reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap_or_else(|e| panic!("{e}"));
+    consumer
+        .subscribe(&[&format!("{topic}.dlq")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    let mut stream = consumer.stream();
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(m))) => out.push(m.detach()),
+            Ok(other) => panic!("reading {topic}.dlq: {other:?}"),
+            Err(_) => panic!("{} of {n} dead letters within {within:?}", out.len()),
+        }
+    }
+    out
+}
+
+/// The value of header `name` of `m`, as text.
+pub fn header_text(m: &impl rdkafka::Message, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Publishes one ProductCreated of a new product per `(partition, lsn)`, to that partition;
+/// returns the products.
+pub async fn produce_at(topic: &str, events: &[(i32, u64)]) -> Vec<uuid::Uuid> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka().bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    let mut products = Vec::new();
+    for (partition, lsn) in events {
+        let p = uuid::Uuid::new_v4();
+        products.push(p);
+        let (id, lsn) = (
+            uuid::Uuid::new_v4().to_string(),
+            format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
+        );
+        let value =
+            serde_json::json!({"productId": p, "sku": "S", "name": "N", "description": null,
+            "price": "1.00", "currency": "EUR", "isActive": true, "version": 1})
+            .to_string();
+        let mut headers = OwnedHeaders::new();
+        for (key, v) in [
+            ("id", id.as_str()),
+            ("event_type", "ProductCreated"),
+            ("occurred_at", "2026-05-01T12:00:00Z"),
+            ("walcast.commit_lsn", lsn.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(v),
+            });
+        }
+        let key = p.to_string();
+        let record = FutureRecord::to(topic)
+            .partition(*partition)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for d in pending {
+        d.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    products
+}
