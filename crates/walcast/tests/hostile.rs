@@ -1,4 +1,4 @@
-//! Hostile and bad input against the real `walcast` binary (issue 7, section 3).
+//! Hostile and bad input against the real `walcast` binary.
 //!
 //! Every test runs `walcast source` and/or `walcast sink` as child processes against a real
 //! PostgreSQL 15 cluster (one for this binary; each test has its own databases, slot,
@@ -358,6 +358,125 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
     assert!(error_of(10).contains("productId"), "{}", error_of(10));
 
     // Neither process crashed on any of it.
+    assert!(source.running(), "source died:\n{}", source.log());
+    assert!(sink.running(), "sink died:\n{}", sink.log());
+    assert!(sink.stop().success(), "{}", sink.log());
+    assert!(source.stop().success(), "{}", source.log());
+    assert!(!sink.log().contains("panicked"), "{}", sink.log());
+    assert!(!source.log().contains("panicked"), "{}", source.log());
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile rows: fields no limit was written for never stop the pipeline.
+// ---------------------------------------------------------------------------------------
+
+/// Key, value and header bytes of a record as read back.
+fn record_bytes(r: &Rec) -> usize {
+    r.key.as_ref().map_or(0, String::len)
+        + r.value.as_ref().map_or(0, Vec::len)
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+#[test]
+fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
+    let write = Db::new("rows_write");
+    write.psql(WRITE_SQL);
+    let read = Db::new("rows_read");
+    let names = Names::for_db(&write);
+    let dir = tempfile::tempdir().unwrap();
+    let source_cfg = source_config(dir.path(), &write, &names, &[]);
+    let mut source = Proc::spawn("source", &["source", "--config", path_str(&source_cfg)]);
+    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let admin = free_port();
+    let targets = [("catalog_read", read.dsn())];
+    let sink_cfg = sink_config(dir.path(), &names.topic, &targets, admin);
+    let mut sink = Proc::spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
+    let ready = wait_until(Duration::from_secs(90), || {
+        http_get(admin, "/ready").0 == 200
+    });
+    assert!(ready, "sink not ready:\n{}", sink.log());
+
+    // 170,000 control characters: a small record, but an error text that quotes it with
+    // escapes would be about 1 MB.
+    let controls = "\u{1}".repeat(170_000);
+    // 1.1 MB of two-byte characters in an unbounded TEXT column: the event and a dead letter
+    // that kept it whole would both be over the producer's limit.
+    let huge_type = "é".repeat(550_000);
+    let (p1, p2, p3) = (pid(1), pid(2), pid(3));
+    write.insert_outbox(
+        &eid(1),
+        &p1,
+        &controls,
+        &created(&p1, "CTRL-1", "ctrl", "ctrl", "1.00").to_string(),
+    );
+    write.insert_outbox(
+        &eid(2),
+        &p2,
+        &huge_type,
+        &created(&p2, "HUGE-TYPE-1", "huge", "huge", "2.00").to_string(),
+    );
+    // A valid event after both: it must reach the target.
+    write.insert_outbox(
+        &eid(3),
+        &p3,
+        "ProductCreated",
+        &created(&p3, "OK-1", "fine", "fine", "3.00").to_string(),
+    );
+    let arrived = wait_until(Duration::from_secs(120), || {
+        read.query_text(
+            "SELECT name FROM catalog_product_read WHERE product_id = $1::text::uuid",
+            &p3,
+        )
+        .is_some()
+    });
+    assert!(
+        arrived,
+        "the valid event after the hostile rows never reached the target\nsource log:\n{}\nsink log:\n{}",
+        source.log(),
+        sink.log()
+    );
+
+    let dlq = format!("{}.dlq", names.topic);
+    let dead = read_topic(&dlq, Duration::from_secs(60), |rs| {
+        rs.iter().any(|r| r.header("id") == eid(2))
+            && rs
+                .iter()
+                .any(|r| r.header("id") == eid(1) && !r.header("walcast.target").is_empty())
+    });
+    for r in &dead {
+        assert!(
+            record_bytes(r) < 1_000_000,
+            "a dead letter must fit the producer's limit: {}",
+            summary(std::slice::from_ref(r))
+        );
+    }
+    // The source's dead letter of the huge type: cut to fit, saying so, id whole.
+    let huge = dead.iter().find(|r| r.header("id") == eid(2)).unwrap();
+    assert!(
+        huge.header("walcast.truncated").contains("event_type"),
+        "{}",
+        summary(std::slice::from_ref(huge))
+    );
+    let kept = huge.header("event_type");
+    assert!(
+        !kept.is_empty() && kept.chars().all(|c| c == 'é'),
+        "cut at a character boundary"
+    );
+    // The sink's dead letter of the control characters: its error text is bounded.
+    let ctrl = dead
+        .iter()
+        .find(|r| r.header("id") == eid(1) && r.header("walcast.target") == "catalog_read")
+        .unwrap();
+    assert_eq!(ctrl.header("walcast.error.kind"), "unknown_type");
+    assert!(
+        ctrl.header("walcast.error").len() <= 16 * 1024,
+        "the error text is bounded ({} bytes)",
+        ctrl.header("walcast.error").len()
+    );
+
     assert!(source.running(), "source died:\n{}", source.log());
     assert!(sink.running(), "sink died:\n{}", sink.log());
     assert!(sink.stop().success(), "{}", sink.log());
