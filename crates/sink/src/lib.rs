@@ -34,6 +34,7 @@
 
 pub mod config;
 mod consumer;
+mod discard;
 mod dlq;
 mod error;
 mod health;
@@ -48,6 +49,7 @@ mod timestamp;
 mod value;
 
 pub use config::SinkConfig;
+pub use discard::{Discard, DiscardReport, discard};
 pub use error::{Error, Result};
 pub use projection::{Projections, RejectKind, Rejection};
 pub use rebuild::{RebuildReport, rebuild};

@@ -180,6 +180,7 @@ async fn consume(
         ctx.readiness.up(&ctx.name);
         *positions.lock().unwrap_or_else(|p| p.into_inner()) = Some(stored.clone());
         let mut next_refresh = Instant::now() + refresh;
+        let mut next_held = Instant::now();
 
         loop {
             let records = tokio::select! {
@@ -199,6 +200,10 @@ async fn consume(
                     Ok(_) => {}
                     Err(e) => warn!(target = %ctx.name, error = %e, "could not refresh partitions"),
                 }
+            }
+            if Instant::now() >= next_held {
+                next_held = Instant::now() + HELD_REFRESH;
+                held_gauges(ctx, &store).await;
             }
             if records.is_empty() {
                 continue;
@@ -220,6 +225,11 @@ async fn consume(
                     m.duplicates.inc_by(stats.duplicates);
                     m.stale.inc_by(stats.stale);
                     m.missing_row.inc_by(stats.missing_row);
+                    m.held.inc_by(stats.held);
+                    m.released.inc_by(stats.released);
+                    if stats.held + stats.released + stats.dead_lettered > 0 {
+                        next_held = next_held.min(Instant::now() + Duration::from_secs(1));
+                    }
                     m.dlq.inc_by(stats.dead_lettered);
                     if let Some(lsn) = batch.max_commit_lsn
                         && lsn > max_lsn
@@ -272,6 +282,21 @@ async fn consume(
         }
     }
     Ok(())
+}
+
+/// How often the held-change gauges are read from the target (and after a batch that held or
+/// released anything): one small query, never one per batch.
+const HELD_REFRESH: Duration = Duration::from_secs(5);
+
+async fn held_gauges(ctx: &TargetCtx, store: &Store) {
+    match store.held_stats().await {
+        Ok((changes, keys, oldest)) => {
+            ctx.metrics.held_changes.set(changes as f64);
+            ctx.metrics.held_keys.set(keys as f64);
+            ctx.metrics.held_oldest.set(oldest);
+        }
+        Err(e) => warn!(target = %ctx.name, error = %e, "could not read walcast_held"),
+    }
 }
 
 /// Keeps the lag gauge current: high watermarks minus what the target has stored.
