@@ -7,6 +7,7 @@ mod support;
 
 mod crash;
 mod delivery;
+mod held;
 mod outage;
 mod poison;
 mod rebuild;
