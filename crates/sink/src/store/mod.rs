@@ -12,10 +12,16 @@
 //!   the database, which tells which of the two happened;
 //! * an event delivered twice (the source re-sends its unacknowledged tail, or it was replayed
 //!   at a new offset) finds its id in `processed_events` and changes nothing.
+//! * an event that cannot apply yet (an update whose row is missing, or any event of a key held
+//!   behind a dead letter) is written to `walcast_held` and taken out of `processed_events` in
+//!   the batch's transaction; it is applied, and recorded, in the transaction where its row
+//!   lands or its key is released ([`crate::plan`] module docs). A redelivery of it is known by
+//!   its id in `walcast_held`.
 //!
 //! Poison events are produced to the DLQ and acknowledged by the broker *before* the `COMMIT`
 //! that moves the offset past them, so none is lost; a crash in between sends it again
-//! (at-least-once into the DLQ).
+//! (at-least-once into the DLQ). An event the target's database refuses also holds its key (a
+//! `walcast_held` row written in the same transaction as the offsets that pass it).
 //!
 //! Each transaction also (1) takes the target's rebuild lock shared — a running
 //! `walcast sink rebuild` holds it exclusively, and the batch waits — and (2) locks the stored
