@@ -105,7 +105,8 @@ async fn publish(kafka: &Kafka, topic: &str, events: &[Event]) {
         let id = e.id.to_string();
         let at = iso(e.occurred_at);
         let lsn = format!("0/{:X}", (i + 1) * 0x100);
-        let headers = OwnedHeaders::new()
+        let version = e.event_version.map(|v| v.to_string());
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "id",
                 value: Some(&id),
@@ -122,6 +123,14 @@ async fn publish(kafka: &Kafka, topic: &str, events: &[Event]) {
                 key: "walcast.commit_lsn",
                 value: Some(&lsn),
             });
+        // Older-schema creates (v1: "title", no isActive) say so, as the source would; without
+        // it they are dead-lettered and every later event of their product waits for a row.
+        if let Some(v) = &version {
+            headers = headers.insert(Header {
+                key: "event_version",
+                value: Some(v),
+            });
+        }
         let key = e.product.to_string();
         let value = e.payload.to_string();
         let mut record = FutureRecord::to(topic)
