@@ -327,6 +327,12 @@ async fn other_keys_keep_flowing_while_one_is_held_behind_a_dead_letter() {
             .contains("|10.00|EUR|")
     );
     wait_metric(&sink, metrics::HELD_CHANGES, 2.0).await;
+    let oldest = sink.metric(metrics::HELD_OLDEST_SECONDS, HELD);
+    assert!(
+        oldest > 0.0 && oldest < 600.0,
+        "oldest held change {oldest} s"
+    );
+    assert_eq!(sink.metric(metrics::HELD_OLDEST_SECONDS, "replica-1"), 0.0);
     sink.stop().await;
 }
 
