@@ -526,4 +526,37 @@ mod tests {
         assert_eq!(p.unmark, vec![later.event_id]);
         assert!(p.updates.is_empty() && p.unhold.is_empty());
     }
+
+    #[test]
+    fn a_corrected_event_under_a_new_id_waits_and_applies_in_position_order_once_released() {
+        let mut snap = Snapshot::default();
+        snap.rows.insert("a".into(), pos(1));
+        snap.dead_letters
+            .insert("a".into(), vec![uuid::Uuid::new_v4()]);
+        let later = change("a", 3, Op::Update(vec![(0, Some("n3".into()))]));
+        snap.held.insert("a".into(), vec![stored(&later)]);
+        let corrected = change(
+            "a",
+            2,
+            Op::Update(vec![(0, Some("n2".into())), (1, Some("2.00".into()))]),
+        );
+        let p = plan([&corrected], &snap);
+        assert!(p.updates.is_empty(), "it waits behind the dead letter");
+        assert_eq!(p.hold.len(), 1);
+
+        // Discarded: the dead letter's row is gone; both apply, v2 first.
+        snap.dead_letters.clear();
+        snap.held
+            .insert("a".into(), vec![stored(&later), stored(&corrected)]);
+        let p = plan([], &snap);
+        assert_eq!(
+            p.updates[&vec![0, 1]],
+            vec![PatchWrite {
+                key: "a".into(),
+                pos: pos(3),
+                values: vec![Some("n3".into()), Some("2.00".into())]
+            }]
+        );
+        assert_eq!(p.released, 2);
+    }
 }
