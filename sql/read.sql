@@ -53,6 +53,25 @@ CREATE TABLE IF NOT EXISTS walcast_tombstones (
     PRIMARY KEY (table_name, key)
 );
 
+-- Changes this target cannot apply yet, and the dead letters that hold a key (the sink's
+-- bookkeeping; see docs/delivery-guarantees.md, "Held changes"). A change row (dead_letter =
+-- false) is an update whose row does not exist yet, or any change of a key held behind one of
+-- its dead letters; it applies, in position order, when its row lands or the hold is released
+-- (the dead letter replayed, or `walcast dlq discard`). A dead-letter row holds its key.
+CREATE TABLE IF NOT EXISTS walcast_held (
+    table_name  TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    event_id    UUID NOT NULL,
+    event_type  TEXT NOT NULL,
+    dead_letter BOOLEAN NOT NULL,
+    version     BIGINT NOT NULL,
+    occurred_us BIGINT,
+    change      JSONB,
+    error       TEXT,
+    held_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, key, event_id)
+);
+
 -- Kafka progress of this target, stored with the rows (exactly-once effects per target): on
 -- start and on rebalance the sink seeks each partition to next_offset.
 CREATE TABLE IF NOT EXISTS walcast_offsets (

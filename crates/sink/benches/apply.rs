@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
@@ -107,7 +108,16 @@ async fn publish(kafka: &Kafka, topic: &str, events: &[Event]) {
         let id = e.id.to_string();
         let at = iso(e.occurred_at);
         let lsn = format!("0/{:X}", (i + 1) * 0x100);
-        let headers = common::envelope(&id, e.event_type, &at, &lsn);
+        let mut headers = common::envelope(&id, e.event_type, &at, &lsn);
+        let version = e.event_version.map(|v| v.to_string());
+        // Older-schema creates (v1: "title", no isActive) say so, as the source would; without
+        // it they are dead-lettered and every later event of their product waits for a row.
+        if let Some(v) = &version {
+            headers = headers.insert(Header {
+                key: "event_version",
+                value: Some(v),
+            });
+        }
         let key = e.product.to_string();
         let value = e.payload.to_string();
         let mut record = FutureRecord::to(topic)

@@ -10,8 +10,10 @@
 //!                                    └──────────────▶ catalog.events.dlq
 //!
 //!  batch tx = BEGIN; rebuild lock (shared); lock + check walcast_offsets;
-//!             INSERT processed_events … RETURNING (skip seen ids); read row guards FOR UPDATE;
+//!             INSERT processed_events … RETURNING (skip seen ids); read row guards,
+//!             tombstones and held changes FOR UPDATE;
 //!             one multi-row upsert / update / delete per table and shape; tombstones;
+//!             held changes stored / released;
 //!             [DLQ produce + ack]; walcast_offsets; walcast_applied_lsn; COMMIT
 //! ```
 //!
@@ -21,7 +23,9 @@
 //!   ([`store`] module docs: the failure cases).
 //! * **Projection** is declarative ([`config`], [`Projections`]): event type → table, key,
 //!   columns from payload fields, upsert / update / delete, computed columns, upcasts of older
-//!   event versions. Writes are version-guarded and deletes leave tombstones ([`plan`]).
+//!   event versions. Writes are version-guarded and deletes leave tombstones; an update of a
+//!   missing row, and every event of a key held behind a database refusal, waits in
+//!   `walcast_held` until it can apply ([`plan`]; [`discard()`] releases a held key).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), walcast_sink::Error> {
@@ -35,6 +39,7 @@
 mod applied;
 pub mod config;
 mod consumer;
+mod discard;
 mod dlq;
 mod error;
 mod health;
@@ -51,6 +56,7 @@ mod timestamp;
 mod value;
 
 pub use config::SinkConfig;
+pub use discard::{Discard, DiscardReport, discard};
 pub use error::{Error, Result};
 pub use projection::{Projections, RejectKind, Rejection};
 pub use rebuild::{RebuildReport, rebuild};

@@ -6,6 +6,11 @@ pub const EVENTS_APPLIED: &str = "walcast_sink_events_applied_total";
 pub const EVENTS_DUPLICATE: &str = "walcast_sink_events_duplicate_total";
 pub const EVENTS_STALE: &str = "walcast_sink_events_stale_total";
 pub const EVENTS_MISSING_ROW: &str = "walcast_sink_events_missing_row_total";
+pub const EVENTS_HELD: &str = "walcast_sink_events_held_total";
+pub const EVENTS_RELEASED: &str = "walcast_sink_events_released_total";
+pub const HELD_CHANGES: &str = "walcast_sink_held_changes";
+pub const HELD_KEYS: &str = "walcast_sink_held_keys";
+pub const HELD_OLDEST_SECONDS: &str = "walcast_sink_held_oldest_seconds";
 pub const DLQ: &str = "walcast_sink_dlq_total";
 pub const BATCHES: &str = "walcast_sink_batches_total";
 pub const RETRIES: &str = "walcast_sink_retries_total";
@@ -26,6 +31,11 @@ pub(crate) struct TargetMetrics {
     pub(crate) duplicates: Counter,
     pub(crate) stale: Counter,
     pub(crate) missing_row: Counter,
+    pub(crate) held: Counter,
+    pub(crate) released: Counter,
+    pub(crate) held_changes: Gauge,
+    pub(crate) held_keys: Gauge,
+    pub(crate) held_oldest: Gauge,
     pub(crate) dlq: Counter,
     pub(crate) batches: Counter,
     pub(crate) retries: Counter,
@@ -43,7 +53,12 @@ impl TargetMetrics {
             applied: registry.counter(EVENTS_APPLIED, "Events newly recorded as processed by the target (applied, or found older than the row).", l),
             duplicates: registry.counter(EVENTS_DUPLICATE, "Redelivered or replayed events the target had already processed.", l),
             stale: registry.counter(EVENTS_STALE, "Events older than the row or tombstone they target, ignored by the version guard.", l),
-            missing_row: registry.counter(EVENTS_MISSING_ROW, "Updates of rows that do not exist (never created, or deleted).", l),
+            missing_row: registry.counter(EVENTS_MISSING_ROW, "Updates of rows that do not exist (never created, or deleted), held until the row lands.", l),
+            held: registry.counter(EVENTS_HELD, "Events held in walcast_held: updates of missing rows, and events of keys held behind a dead letter.", l),
+            released: registry.counter(EVENTS_RELEASED, "Held events applied (their row landed, or their key's hold was released).", l),
+            held_changes: registry.gauge(HELD_CHANGES, "Events waiting in walcast_held.", l),
+            held_keys: registry.gauge(HELD_KEYS, "Keys held behind a dead letter until it is replayed or discarded (walcast dlq discard).", l),
+            held_oldest: registry.gauge(HELD_OLDEST_SECONDS, "Age of the oldest event waiting in walcast_held, in seconds (0 when none).", l),
             dlq: registry.counter(DLQ, "Poison events sent to the dead-letter topic.", l),
             batches: registry.counter(BATCHES, "Batch transactions committed.", l),
             retries: registry.counter(RETRIES, "Batches or connections retried after an error.", l),

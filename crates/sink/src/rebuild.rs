@@ -1,5 +1,6 @@
 //! `walcast sink rebuild --target NAME`: empty one target and re-consume it from the earliest
-//! retained offset, while the other targets (and the running sink) carry on.
+//! retained offset, while the other targets (and the running sink) carry on. Its held changes
+//! and dead-letter holds (`walcast_held`) are emptied with it: the replay re-creates them.
 //!
 //! The rebuild holds the target's rebuild lock (a session advisory lock) for its whole run.
 //! A running sink's task for that target finds the lock taken at its next batch, writes
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::applied::Applied;
-use crate::config::SinkConfig;
+use crate::config::{SinkConfig, TargetConfig};
 use crate::consumer::{Source, Watermarks};
 use crate::dlq::Dlq;
 use crate::error::{Error, Result};
@@ -34,10 +35,9 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
-/// Rebuilds `target` as described in the module docs. With `progress`, a progress line with
-/// rate and ETA is drawn on stderr.
-pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Result<RebuildReport> {
-    let t = config.targets.get(target).ok_or_else(|| {
+/// The `[targets.NAME]` entry of `target`, or an error listing the names there are.
+pub(crate) fn target_config<'c>(config: &'c SinkConfig, target: &str) -> Result<&'c TargetConfig> {
+    config.targets.get(target).ok_or_else(|| {
         Error::Config(format!(
             "no target {target:?}; the connector file has: {}",
             config
@@ -47,7 +47,13 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
-    })?;
+    })
+}
+
+/// Rebuilds `target` as described in the module docs. With `progress`, a progress line with
+/// rate and ETA is drawn on stderr.
+pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Result<RebuildReport> {
+    let t = target_config(config, target)?;
     let projections = Projections::compile(config)?;
     let schema = schema_files(config)?;
     let group = config.group(target);

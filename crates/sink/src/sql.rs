@@ -49,6 +49,50 @@ pub(crate) const STORE_TOMBSTONES: &str = "INSERT INTO walcast_tombstones AS w \
      WHERE (w.version, COALESCE(w.occurred_at, '-infinity')) \
          < (EXCLUDED.version, COALESCE(EXCLUDED.occurred_at, '-infinity'))";
 
+/// The held changes and dead letters of some keys: `key, event_id, event_type, dead_letter,
+/// version, occurred_at µs, change JSON`, locked, oldest first.
+pub(crate) const SNAPSHOT_HELD: &str = "SELECT key, event_id, event_type, dead_letter, version, \
+     occurred_us, change::text FROM walcast_held \
+     WHERE table_name = $1 AND key = ANY($2::text[]) \
+     ORDER BY key, version, occurred_us, held_at FOR UPDATE";
+pub(crate) const STORE_HELD: &str = "INSERT INTO walcast_held \
+     (table_name, key, event_id, event_type, dead_letter, version, occurred_us, change) \
+     SELECT $1::text, v.k, v.id, v.ty, false, v.ver, v.occ, v.ch::jsonb \
+     FROM unnest($2::text[], $3::uuid[], $4::text[], $5::bigint[], $6::bigint[], $7::text[]) \
+         AS v(k, id, ty, ver, occ, ch) \
+     ON CONFLICT (table_name, key, event_id) DO NOTHING";
+/// A dead letter that holds its key: `table, key, event id, event type, version, occurred_at
+/// µs, error`.
+pub(crate) const STORE_DEAD_LETTER: &str = "INSERT INTO walcast_held \
+     (table_name, key, event_id, event_type, dead_letter, version, occurred_us, error) \
+     VALUES ($1, $2, $3, $4, true, $5, $6, $7) \
+     ON CONFLICT (table_name, key, event_id) DO NOTHING";
+pub(crate) const DELETE_HELD: &str = "DELETE FROM walcast_held AS h \
+     USING unnest($2::text[], $3::uuid[]) AS v(k, id) \
+     WHERE h.table_name = $1 AND h.key = v.k AND h.event_id = v.id";
+pub(crate) const UNMARK_PROCESSED: &str =
+    "DELETE FROM processed_events WHERE event_id = ANY($1::uuid[])";
+pub(crate) const MARK_PROCESSED: &str = "INSERT INTO processed_events (event_id, event_type) \
+     SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT (event_id) DO NOTHING";
+/// Held changes, keys held by dead letters, and the age of the oldest held change in seconds.
+pub(crate) const HELD_STATS: &str = "SELECT count(*) FILTER (WHERE NOT dead_letter), \
+     count(DISTINCT (table_name, key)) FILTER (WHERE dead_letter), \
+     coalesce(extract(epoch FROM now() - min(held_at) FILTER (WHERE NOT dead_letter)), 0)::float8 \
+     FROM walcast_held";
+/// The dead letters of one event id (`walcast dlq discard --event-id`), removed:
+/// `table_name, key`.
+pub(crate) const DISCARD_EVENT: &str = "DELETE FROM walcast_held \
+     WHERE dead_letter AND event_id = $1 RETURNING table_name, key";
+/// The dead letters of one key (`walcast dlq discard --aggregate`), removed: `table_name, key`.
+pub(crate) const DISCARD_KEY: &str = "DELETE FROM walcast_held \
+     WHERE dead_letter AND key = $1 RETURNING table_name, key";
+/// Held changes still waiting for some keys of a table.
+pub(crate) const HELD_OF_KEYS: &str =
+    "SELECT count(*) FROM walcast_held WHERE table_name = $1 AND key = ANY($2::text[])";
+/// Keys held by dead letters (for the error of a discard that finds nothing): `table, key, id`.
+pub(crate) const DEAD_LETTERS: &str = "SELECT table_name, key, event_id FROM walcast_held \
+     WHERE dead_letter ORDER BY held_at LIMIT 20";
+
 fn q(ident: &str) -> String {
     format!("\"{ident}\"")
 }
@@ -187,10 +231,15 @@ pub(crate) fn delete(t: &Table) -> String {
     )
 }
 
-/// Empties the read tables and the bookkeeping of a target (rebuild).
+/// Empties the read tables and the bookkeeping of a target, held changes and dead-letter
+/// holds included (rebuild).
 pub(crate) fn truncate_all(tables: &[Table]) -> String {
     let mut names: Vec<String> = tables.iter().map(|t| q(&t.name)).collect();
-    names.extend(["processed_events".into(), "walcast_tombstones".into()]);
+    names.extend([
+        "processed_events".into(),
+        "walcast_tombstones".into(),
+        "walcast_held".into(),
+    ]);
     format!("TRUNCATE {}", names.join(", "))
 }
 

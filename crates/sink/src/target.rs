@@ -249,6 +249,7 @@ async fn consume(
         // the stored figure only grows, and after a rebuild it may be lower than any before.
         let mut written = 0u64;
         let mut next_refresh = Instant::now() + refresh;
+        let mut next_held = Instant::now();
 
         loop {
             let records = tokio::select! {
@@ -268,6 +269,10 @@ async fn consume(
                     Ok(_) => {}
                     Err(e) => warn!(target = %ctx.name, error = %e, "could not refresh partitions"),
                 }
+            }
+            if Instant::now() >= next_held {
+                next_held = Instant::now() + HELD_REFRESH;
+                held_gauges(ctx, &store).await;
             }
             let (applied, figure) = {
                 let p = lock(positions);
@@ -310,6 +315,11 @@ async fn consume(
                     m.duplicates.inc_by(stats.duplicates);
                     m.stale.inc_by(stats.stale);
                     m.missing_row.inc_by(stats.missing_row);
+                    m.held.inc_by(stats.held);
+                    m.released.inc_by(stats.released);
+                    if stats.held + stats.released + stats.dead_lettered > 0 {
+                        next_held = next_held.min(Instant::now() + Duration::from_secs(1));
+                    }
                     m.dlq.inc_by(stats.dead_lettered);
                     if stats.dead_lettered > 0 {
                         warn!(target = %ctx.name, count = stats.dead_lettered, topic = %config.dlq_topic(), "poison events dead-lettered");
@@ -356,6 +366,21 @@ async fn consume(
         }
     }
     Ok(())
+}
+
+/// How often the held-change gauges are read from the target (and after a batch that held or
+/// released anything): one small query, never one per batch.
+const HELD_REFRESH: Duration = Duration::from_secs(5);
+
+async fn held_gauges(ctx: &TargetCtx, store: &Store) {
+    match store.held_stats().await {
+        Ok((changes, keys, oldest)) => {
+            ctx.metrics.held_changes.set(changes as f64);
+            ctx.metrics.held_keys.set(keys as f64);
+            ctx.metrics.held_oldest.set(oldest);
+        }
+        Err(e) => warn!(target = %ctx.name, error = %e, "could not read walcast_held"),
+    }
 }
 
 /// Keeps the lag gauge current (high watermarks minus what the target has stored) and the

@@ -9,6 +9,7 @@ mod applied;
 mod bounds;
 mod crash;
 mod delivery;
+mod held;
 mod outage;
 mod partitions;
 mod poison;

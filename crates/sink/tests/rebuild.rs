@@ -30,6 +30,15 @@ async fn rebuild_reproduces_an_identical_target_while_the_others_keep_running() 
         )
         .await
         .unwrap();
+    // And a key held behind a dead letter that a rebuild must forget with the rest.
+    damage
+        .batch_execute(
+            "INSERT INTO walcast_held (table_name, key, event_id, event_type, dead_letter, version) \
+             SELECT 'catalog_product_read', product_id::text, gen_random_uuid(), 'ProductUpdated', \
+             true, version + 1 FROM catalog_product_read ORDER BY product_id LIMIT 1 OFFSET 1",
+        )
+        .await
+        .unwrap();
 
     // Rebuild while more events flow to every target.
     let rebuild = tokio::spawn({
@@ -66,6 +75,11 @@ async fn rebuild_reproduces_an_identical_target_while_the_others_keep_running() 
             count(dsn, "SELECT count(*) FROM processed_events").await,
             produced,
             "{name}"
+        );
+        assert_eq!(
+            count(dsn, "SELECT count(*) FROM walcast_held").await,
+            0,
+            "{name}: nothing held, the damage's hold emptied by the rebuild"
         );
     }
     let tombstones = |dsn: String| async move {

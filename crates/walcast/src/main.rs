@@ -2,6 +2,7 @@
 //! `main` only parses arguments, sets up logging and hands over to a module.
 
 mod app_cmd;
+mod dlq_cmd;
 mod schema;
 mod sink_cmd;
 mod source_cmd;
@@ -38,6 +39,8 @@ enum Command {
     Source(source_cmd::SourceArgs),
     /// Run the sink connector (Kafka → read databases), or rebuild one of its targets.
     Sink(sink_cmd::SinkArgs),
+    /// Operator tools for the sink's dead letters (release a key held behind one).
+    Dlq(dlq_cmd::DlqArgs),
     /// Health of every component, the source's slot lag and each sink target's lag.
     Status(status::StatusArgs),
     /// Read the write database's WAL (logical replication, pgoutput).
@@ -67,6 +70,7 @@ async fn main() -> std::process::ExitCode {
         Command::Source(args) => source_cmd::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Sink(args) => sink_cmd::run(args).await,
+        Command::Dlq(args) => dlq_cmd::run(args).await,
         Command::App(args) => app_cmd::run(args).await,
         Command::Wal {
             command: WalCommand::Tail(args),

@@ -94,7 +94,7 @@ pub(crate) struct Change {
     pub(crate) op: Op,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
     /// Every data column, in table order.
     Upsert(Vec<Option<String>>),

@@ -1,5 +1,5 @@
-//! The writes of a batch inside its transaction: skip processed events, read the guards, plan,
-//! and run one multi-row statement per table and write shape.
+//! The writes of a batch inside its transaction: skip processed events, read the guards and
+//! the held changes, plan, and run one multi-row statement per table and write shape.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row, Statement, Transaction};
 
 use crate::error::{Error, Result};
-use crate::plan::{self, Snapshot, TablePlan};
-use crate::projection::{Change, Position, Projections, Rejection, Table};
+use crate::plan::{self, Held, Snapshot, TablePlan};
+use crate::projection::{Change, Op, Position, Projections, Rejection, Table};
 use crate::{sql, timestamp};
 
 /// Counts of one batch.
@@ -20,8 +20,12 @@ pub(crate) struct ApplyStats {
     pub(crate) duplicates: u64,
     /// Events older than the row or tombstone they target.
     pub(crate) stale: u64,
-    /// Updates of rows that do not exist.
+    /// Updates of rows that do not exist, held until the row lands.
     pub(crate) missing_row: u64,
+    /// Events newly held (for a missing row, or behind a dead letter of their key).
+    pub(crate) held: u64,
+    /// Held events applied.
+    pub(crate) released: u64,
     /// Events the database refused (record index, why); they go to the DLQ.
     pub(crate) db_rejected: Vec<(usize, Rejection)>,
     pub(crate) dead_lettered: u64,
@@ -33,7 +37,20 @@ impl ApplyStats {
         self.duplicates += o.duplicates;
         self.stale += o.stale;
         self.missing_row += o.missing_row;
+        self.held += o.held;
+        self.released += o.released;
         self.db_rejected.extend(o.db_rejected);
+    }
+
+    /// Adds the counts of `plan`.
+    pub(crate) fn planned(&mut self, plan: &TablePlan) {
+        self.stale += plan.stale;
+        self.missing_row += plan.missing_row;
+        self.held += plan.held;
+        self.released += plan.released;
+        // Held events (and redeliveries of held ones) were counted as newly processed.
+        self.applied = (self.applied + plan.released).saturating_sub(plan.held + plan.duplicates);
+        self.duplicates += plan.duplicates;
     }
 }
 
@@ -128,7 +145,145 @@ pub(crate) fn writes(table: &Table, plan: &TablePlan) -> Vec<Exec> {
         .arg(table.name.clone());
         out.push(row_args(e, rows, 0));
     }
+    out.extend(held_writes(table, plan));
     out
+}
+
+/// The `walcast_held` and `processed_events` statements of `plan`.
+fn held_writes(table: &Table, plan: &TablePlan) -> Vec<Exec> {
+    let mut out = Vec::new();
+    if !plan.hold.is_empty() {
+        let held = || plan.hold.iter().map(|(_, h)| h);
+        out.push(
+            Exec::new(sql::STORE_HELD.into(), "writing walcast_held".into())
+                .arg(table.name.clone())
+                .arg(plan.hold.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+                .arg(held().map(|h| h.event_id).collect::<Vec<_>>())
+                .arg(held().map(|h| h.event_type.clone()).collect::<Vec<_>>())
+                .arg(held().map(|h| h.pos.version).collect::<Vec<_>>())
+                .arg(held().map(|h| h.pos.occurred_at).collect::<Vec<_>>())
+                .arg(held().map(|h| encode(table, &h.op)).collect::<Vec<_>>()),
+        );
+    }
+    if !plan.unhold.is_empty() {
+        out.push(
+            Exec::new(sql::DELETE_HELD.into(), "releasing walcast_held".into())
+                .arg(table.name.clone())
+                .arg(
+                    plan.unhold
+                        .iter()
+                        .map(|(k, _)| k.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .arg(plan.unhold.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
+        );
+    }
+    if !plan.unmark.is_empty() {
+        out.push(
+            Exec::new(
+                sql::UNMARK_PROCESSED.into(),
+                "keeping held events out of processed_events".into(),
+            )
+            .arg(plan.unmark.clone()),
+        );
+    }
+    if !plan.mark.is_empty() {
+        let (ids, types): (Vec<uuid::Uuid>, Vec<String>) = plan.mark.iter().cloned().unzip();
+        out.push(
+            Exec::new(
+                sql::MARK_PROCESSED.into(),
+                "recording released events".into(),
+            )
+            .arg(ids)
+            .arg(types),
+        );
+    }
+    out
+}
+
+/// The most of a database's error text kept with a dead letter's hold.
+const MAX_ERROR_CHARS: usize = 2000;
+
+/// Records that the target dead-lettered `change` (the database refused it): its key is held.
+pub(crate) fn hold_key(projections: &Projections, change: &Change, error: &str) -> Exec {
+    let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+    Exec::new(
+        sql::STORE_DEAD_LETTER.into(),
+        "holding the key of a dead letter".into(),
+    )
+    .arg(projections.tables[change.table].name.clone())
+    .arg(change.key.clone())
+    .arg(change.event_id)
+    .arg(change.event_type.clone())
+    .arg(change.pos.version)
+    .arg(change.pos.occurred_at)
+    .arg(error)
+}
+
+/// A change as stored in `walcast_held.change`: `{"upsert": {column: text|null, …}}`,
+/// `{"update": {…}}` or `"delete"`; columns by name, so a held change outlives a reordering
+/// of the mapping.
+fn encode(table: &Table, op: &Op) -> String {
+    let columns = |set: &mut dyn Iterator<Item = (usize, &Option<String>)>| {
+        set.map(|(i, v)| {
+            let name = (table.columns.get(i))
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            let v = (v.clone()).map_or(serde_json::Value::Null, serde_json::Value::String);
+            (name, v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+    };
+    let value = match op {
+        Op::Upsert(values) => {
+            serde_json::json!({ "upsert": columns(&mut values.iter().enumerate()) })
+        }
+        Op::Update(set) => {
+            serde_json::json!({ "update": columns(&mut set.iter().map(|(i, v)| (*i, v))) })
+        }
+        Op::Delete => serde_json::json!("delete"),
+    };
+    value.to_string()
+}
+
+/// The columns of an encoded change, by index.
+fn decode_columns(
+    table: &Table,
+    v: &serde_json::Value,
+) -> std::result::Result<Vec<(usize, Option<String>)>, String> {
+    let obj = v.as_object().ok_or("the columns are not an object")?;
+    let mut out = Vec::with_capacity(obj.len());
+    for (name, v) in obj {
+        let i = (table.columns.iter().position(|c| &c.name == name))
+            .ok_or_else(|| format!("column {name} is no longer a data column of {}", table.name))?;
+        let v = match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => return Err(format!("column {name} holds {other}, not text")),
+        };
+        out.push((i, v));
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
+}
+
+/// The change [`encode`] wrote, or why it no longer fits `table`.
+fn decode(table: &Table, text: &str) -> std::result::Result<Op, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if value.as_str() == Some("delete") {
+        return Ok(Op::Delete);
+    }
+    if let Some(v) = value.get("upsert") {
+        let mut row = vec![None; table.columns.len()];
+        for (i, v) in decode_columns(table, v)? {
+            row[i] = v;
+        }
+        return Ok(Op::Upsert(row));
+    }
+    if let Some(v) = value.get("update") {
+        return Ok(Op::Update(decode_columns(table, v)?));
+    }
+    Err("neither upsert, update nor delete".into())
 }
 
 /// Prepares (once per connection) and runs `e`.
@@ -145,9 +300,15 @@ pub(crate) async fn run<C: GenericClient + Sync>(
         .map_err(Error::pg(target, e.what.clone()))
 }
 
-/// Snapshot of what `table` holds for `keys`, from the rows of [`sql::snapshot_rows`] and
-/// [`sql::SNAPSHOT_TOMBSTONES`].
-pub(crate) fn snapshot(rows: &[Row], tombstones: &[Row]) -> Snapshot {
+/// Snapshot of what `table` holds for some keys, from the rows of [`sql::snapshot_rows`],
+/// [`sql::SNAPSHOT_TOMBSTONES`] and [`sql::SNAPSHOT_HELD`].
+pub(crate) fn snapshot(
+    target: &str,
+    table: &Table,
+    rows: &[Row],
+    tombstones: &[Row],
+    held: &[Row],
+) -> Result<Snapshot> {
     let position = |r: &Row| {
         (
             r.get(0),
@@ -157,10 +318,38 @@ pub(crate) fn snapshot(rows: &[Row], tombstones: &[Row]) -> Snapshot {
             },
         )
     };
-    Snapshot {
+    let mut snap = Snapshot {
         rows: rows.iter().map(position).collect(),
         tombstones: tombstones.iter().map(position).collect(),
+        ..Snapshot::default()
+    };
+    for r in held {
+        let key: String = r.get(0);
+        let event_id: uuid::Uuid = r.get(1);
+        if r.get::<_, bool>(3) {
+            snap.dead_letters.entry(key).or_default().push(event_id);
+            continue;
+        }
+        let text: Option<String> = r.get(6);
+        let op = decode(table, text.as_deref().unwrap_or("null")).map_err(|why| {
+            Error::Config(format!(
+                "target {target}: the held change {event_id} of {} key {key} cannot be read \
+                 ({why}); restore the mapping it was held under, or rebuild the target",
+                table.name
+            ))
+        })?;
+        snap.held.entry(key).or_default().push(Held {
+            event_id,
+            event_type: r.get(2),
+            pos: Position {
+                version: r.get(4),
+                occurred_at: r.get(5),
+            },
+            op,
+            stored: true,
+        });
     }
+    Ok(snap)
 }
 
 fn first_words(sql: &str) -> String {
@@ -210,27 +399,75 @@ pub(crate) async fn apply_changes(
         by_table.entry(c.table).or_default().push(c);
     }
     for (ti, changes) in by_table {
-        let table = &projections.tables[ti];
         let mut keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let s = stmt(cache, tx, target, &sql::snapshot_rows(table)).await?;
-        let rows = tx
-            .query(&s, &[&keys])
-            .await
-            .map_err(Error::pg(target, format!("reading {}", table.name)))?;
-        let s = stmt(cache, tx, target, sql::SNAPSHOT_TOMBSTONES).await?;
-        let tombstones = tx
-            .query(&s, &[&table.name, &keys])
-            .await
-            .map_err(Error::pg(target, "reading walcast_tombstones"))?;
-
-        let plan = plan::plan(changes.iter().copied(), &snapshot(&rows, &tombstones));
-        stats.stale += plan.stale;
-        stats.missing_row += plan.missing_row;
-        for e in writes(table, &plan) {
-            run(tx, cache, target, &e).await?;
-        }
+        let table = &projections.tables[ti];
+        apply_table(tx, cache, table, target, &keys, &changes, &mut stats).await?;
     }
     Ok(stats)
+}
+
+/// Reads what `table` holds for `keys`, plans `changes` (of those keys, offset order) and
+/// writes the plan. With no changes, settles what is held for `keys` (a released hold).
+pub(crate) async fn apply_table(
+    tx: &Transaction<'_>,
+    cache: &mut HashMap<String, Statement>,
+    table: &Table,
+    target: &str,
+    keys: &[&str],
+    changes: &[&Change],
+    stats: &mut ApplyStats,
+) -> Result<()> {
+    let s = stmt(cache, tx, target, &sql::snapshot_rows(table)).await?;
+    let rows = tx
+        .query(&s, &[&keys])
+        .await
+        .map_err(Error::pg(target, format!("reading {}", table.name)))?;
+    let s = stmt(cache, tx, target, sql::SNAPSHOT_TOMBSTONES).await?;
+    let tombstones = tx
+        .query(&s, &[&table.name, &keys])
+        .await
+        .map_err(Error::pg(target, "reading walcast_tombstones"))?;
+    let s = stmt(cache, tx, target, sql::SNAPSHOT_HELD).await?;
+    let held = tx
+        .query(&s, &[&table.name, &keys])
+        .await
+        .map_err(Error::pg(target, "reading walcast_held"))?;
+
+    let snapshot = snapshot(target, table, &rows, &tombstones, &held)?;
+    let plan = plan::plan(changes.iter().copied(), &snapshot);
+    stats.planned(&plan);
+    for e in writes(table, &plan) {
+        run(tx, cache, target, &e).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::projection::tests::shipped;
+
+    #[test]
+    fn a_held_change_reads_back_as_it_was_written_by_column_name() {
+        let p = shipped();
+        let t = &p.tables[0];
+        let n = t.columns.len();
+        let row: Vec<Option<String>> = (0..n)
+            .map(|i| (i != 2).then(|| format!("v{i} \"é\" \u{1}")))
+            .collect();
+        for op in [
+            Op::Upsert(row),
+            Op::Update(vec![(1, Some("name".into())), (2, None)]),
+            Op::Delete,
+        ] {
+            assert_eq!(decode(t, &encode(t, &op)).unwrap(), op);
+        }
+        let gone = decode(t, r#"{"update": {"colour": "red"}}"#).unwrap_err();
+        assert!(gone.contains("colour is no longer a data column"), "{gone}");
+        assert!(decode(t, r#"{"rename": {}}"#).is_err());
+        assert!(decode(t, r#"{"update": {"name": 3}}"#).is_err());
+    }
 }

@@ -12,10 +12,16 @@
 //!   the database, which tells which of the two happened;
 //! * an event delivered twice (the source re-sends its unacknowledged tail, or it was replayed
 //!   at a new offset) finds its id in `processed_events` and changes nothing.
+//! * an event that cannot apply yet (an update whose row is missing, or any event of a key held
+//!   behind a dead letter) is written to `walcast_held` and taken out of `processed_events` in
+//!   the batch's transaction; it is applied, and recorded, in the transaction where its row
+//!   lands or its key is released ([`crate::plan`] module docs). A redelivery of it is known by
+//!   its id in `walcast_held`.
 //!
 //! Poison events are produced to the DLQ and acknowledged by the broker *before* the `COMMIT`
 //! that moves the offset past them, so none is lost; a crash in between sends it again
-//! (at-least-once into the DLQ).
+//! (at-least-once into the DLQ). An event the target's database refuses also holds its key (a
+//! `walcast_held` row written in the same transaction as the offsets that pass it).
 //!
 //! Each transaction also (1) takes the target's rebuild lock shared — a running
 //! `walcast sink rebuild` holds it exclusively, and the batch waits — and (2) locks the stored
@@ -23,6 +29,7 @@
 //! a second sink on the same target) moved them, and the task re-reads them and seeks.
 
 mod apply;
+mod release;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -152,6 +159,16 @@ impl Store {
         &self.client
     }
 
+    /// Held changes, keys held by dead letters, and the age of the oldest held change (s).
+    pub(crate) async fn held_stats(&self) -> Result<(i64, i64, f64)> {
+        let r = self
+            .client
+            .query_one(sql::HELD_STATS, &[])
+            .await
+            .map_err(Error::pg(&self.target, "reading walcast_held"))?;
+        Ok((r.get(0), r.get(1), r.get(2)))
+    }
+
     /// Applies `batch` in one transaction, as described in the module docs. `expected` is what
     /// this task believes `walcast_offsets` holds.
     ///
@@ -236,6 +253,7 @@ impl Store {
         let offsets = apply::stmt(cache, client, &target, sql::LOCK_OFFSETS).await?;
         let processed = apply::stmt(cache, client, &target, sql::INSERT_PROCESSED).await?;
         let tombstones = apply::stmt(cache, client, &target, sql::SNAPSHOT_TOMBSTONES).await?;
+        let held = apply::stmt(cache, client, &target, sql::SNAPSHOT_HELD).await?;
         let mut snapshots = Vec::with_capacity(keys.len());
         for ti in keys.keys() {
             let table = &projections.tables[*ti];
@@ -276,6 +294,9 @@ impl Store {
                 (client.query(&tombstones, &[&table.name, k]).await)
                     .map_err(pg("reading walcast_tombstones"))
             }));
+            first.push(Box::pin(async {
+                (client.query(&held, &[&table.name, k]).await).map_err(pg("reading walcast_held"))
+            }));
         }
         let answers = match in_order(first).await {
             Err(_) if rebuilding.load(Ordering::Relaxed) => {
@@ -304,14 +325,13 @@ impl Store {
         }
         let mut execs = Vec::new();
         for ti in keys.keys() {
-            let snapshot = apply::snapshot(&next(), &next());
+            let table = &projections.tables[*ti];
+            let snapshot = apply::snapshot(&target, table, &next(), &next(), &next());
             let Some(changes) = by_table.get(ti) else {
                 continue;
             };
-            let table = &projections.tables[*ti];
-            let plan = plan::plan(changes.iter().copied(), &snapshot);
-            stats.stale += plan.stale;
-            stats.missing_row += plan.missing_row;
+            let plan = plan::plan(changes.iter().copied(), &snapshot?);
+            stats.planned(&plan);
             execs.extend(apply::writes(table, &plan));
         }
         execs.extend(self.bookkeeping(batch));
@@ -384,21 +404,9 @@ impl Store {
         let cache = &mut self.statements;
         let mut tx = self.client.transaction().await.map_err(pg("BEGIN"))?;
 
-        let free: bool = tx
-            .query_one(sql::TRY_SHARED_REBUILD_LOCK, &[&self.group])
-            .await
-            .map_err(pg("taking the rebuild lock"))?
-            .get(0);
-        if !free {
+        let Some(stored) = locked_offsets(&tx, &target, &self.group, &self.topic).await? else {
             return Ok(Outcome::RebuildRunning);
-        }
-        let stored: BTreeMap<i32, i64> = tx
-            .query(sql::LOCK_OFFSETS, &[&self.group, &self.topic])
-            .await
-            .map_err(pg("locking walcast_offsets"))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        };
         if work.moved(&self.target, &stored) {
             return Ok(Outcome::Diverged);
         }
@@ -420,6 +428,12 @@ impl Store {
                             .unwrap_or_else(|| source.to_string()),
                         other => other.to_string(),
                     };
+                    // Its key waits behind it until it is replayed or discarded.
+                    let hold = apply::hold_key(projections, change, &detail);
+                    apply::run(&tx, cache, &target, &hold).await?;
+                    warn!(target = %target, event_id = %change.event_id, key = %change.key,
+                        "the database refused an event: dead-lettered, and later events of its key \
+                         are held until it is replayed or discarded (walcast dlq discard)");
                     stats.db_rejected.push((
                         *idx,
                         Rejection {
@@ -448,6 +462,29 @@ impl Store {
         tx.commit().await.map_err(pg("COMMIT"))?;
         Ok(Outcome::Committed(stats))
     }
+}
+
+/// In `tx`: takes the rebuild lock shared and locks the stored offsets of `group` on `topic`;
+/// `None` when a rebuild holds the lock.
+async fn locked_offsets(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &str,
+    group: &str,
+    topic: &str,
+) -> Result<Option<BTreeMap<i32, i64>>> {
+    let free: bool = tx
+        .query_one(sql::TRY_SHARED_REBUILD_LOCK, &[&group])
+        .await
+        .map_err(Error::pg(target, "taking the rebuild lock"))?
+        .get(0);
+    if !free {
+        return Ok(None);
+    }
+    let rows = tx
+        .query(sql::LOCK_OFFSETS, &[&group, &topic])
+        .await
+        .map_err(Error::pg(target, "locking walcast_offsets"))?;
+    Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
 }
 
 /// What one batch transaction works on.
