@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS walcast_tombstones (
     deleted_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (table_name, key)
 );
+-- Pruning finds tombstones older than the window ([prune] tombstone_window_secs) by this.
+CREATE INDEX IF NOT EXISTS walcast_tombstones_deleted_at_idx ON walcast_tombstones (deleted_at);
 
 -- Kafka progress of this target, stored with the rows (exactly-once effects per target): on
 -- start and on rebalance the sink seeks each partition to next_offset.

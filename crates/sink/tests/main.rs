@@ -9,5 +9,6 @@ mod crash;
 mod delivery;
 mod outage;
 mod poison;
+mod prune;
 mod rebuild;
 mod versions;
