@@ -11,4 +11,5 @@ mod outage;
 mod poison;
 mod prune;
 mod rebuild;
+mod schema;
 mod versions;
