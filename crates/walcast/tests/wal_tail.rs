@@ -296,3 +296,22 @@ async fn create_needs_no_table_when_the_publication_exists() {
     assert!(!out.status.success(), "exited 0: {stderr}");
     assert!(stderr.contains("--table"), "{stderr}");
 }
+
+#[tokio::test]
+async fn logs_to_a_pipe_or_file_have_no_colour_codes() {
+    let out = wal_tail(&[
+        "--dsn",
+        "host=127.0.0.1 port=1 user=x dbname=y",
+        "--slot",
+        "s",
+        "--publication",
+        "p",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape codes in a pipe: {stderr:?}"
+    );
+}
