@@ -434,3 +434,32 @@ fn default_occurred_at_column() -> String {
 fn default_event_version() -> u32 {
     1
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_windows_default_as_argued_and_are_checked() {
+        let p = PruneConfig::default();
+        assert_eq!(p.processed_events_window_secs, 8 * 86_400);
+        assert_eq!(p.tombstone_window_secs, 30 * 86_400);
+        assert!(p.validate().is_ok());
+        let shorter = PruneConfig {
+            tombstone_window_secs: 60,
+            ..PruneConfig::default()
+        };
+        let e = shorter.validate().unwrap_err().to_string();
+        assert!(e.contains("tombstone_window_secs"), "{e}");
+        let zero = PruneConfig {
+            batch_rows: 0,
+            ..PruneConfig::default()
+        };
+        assert!(zero.validate().is_err());
+        // The shipped file states the defaults.
+        let shipped = SinkConfig::load(&crate::projection::tests::shipped_path()).unwrap();
+        assert_eq!(shipped.tombstone_window(), Duration::from_secs(30 * 86_400));
+        assert_eq!(shipped.prune.processed_events_window_secs, 8 * 86_400);
+    }
+}

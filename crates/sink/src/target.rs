@@ -106,8 +106,9 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     stopped || *stop.borrow()
 }
 
-/// Connects, applies the schema (when asked: its `ALTER TABLE … IF NOT EXISTS` still takes an
-/// exclusive lock, so not on every re-sync), reads the stored offsets and seeks.
+/// Connects, applies the schema (when asked: after an error the database may be a new one;
+/// the schema files alter only what is missing, so re-applying them locks out no reader),
+/// reads the stored offsets and seeks.
 async fn sync(
     ctx: &TargetCtx,
     source: &Source,
