@@ -21,10 +21,19 @@ fn config_with_prune(
 ) -> PathBuf {
     let path = write_config(dir, topic, targets, 100);
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
-        "\n[prune]\nprocessed_events_window_secs = 3600\ntombstone_window_secs = 3600\n\
-         interval_secs = 1\nbatch_rows = {batch_rows}\n"
-    ));
+    for (key, value) in [
+        ("processed_events_window_secs", "3600".to_owned()),
+        ("tombstone_window_secs", "3600".to_owned()),
+        ("interval_secs", "1".to_owned()),
+        ("batch_rows", batch_rows.to_string()),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("the shipped [prune] has no {key}"))
+            .to_owned();
+        text = text.replacen(&line, &format!("{key} = {value}"), 1);
+    }
     std::fs::write(&path, text).unwrap();
     path
 }
