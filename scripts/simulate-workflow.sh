@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Drives the running local system like a user would: creates products through the write API,
 # changes prices, deactivates some, and shows each change arriving on the read DB and on every
-# replica with the measured propagation delay (commit acknowledged -> row visible).
+# replica with its propagation delay: the commit of the sink's transaction on the target minus
+# the commit of the write on the leader, both read from Postgres commit timestamps
+# (track_commit_timestamp, as the latency bench measures), so curl, psql start-up and polling
+# are not counted.
 #
 #   scripts/start-system.sh && scripts/simulate-workflow.sh [PRODUCTS]
 set -euo pipefail
@@ -19,17 +22,31 @@ json_field() { # FIELD: reads JSON on stdin
   python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
 }
 
-# wait_visible ID VERSION LABEL T0: waits until every target shows VERSION of product ID.
+# commit_ts PORT DB SQL: the commit time (epoch seconds) of the row SQL selects: its xmin.
+commit_ts() {
+  "$PG_BIN/psql" -X -At -h 127.0.0.1 -U postgres -p "$1" -d "$2" -c \
+    "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM $3"
+}
+
+# wait_visible ID VERSION LABEL: waits until every target shows VERSION of product ID, then
+# prints commit on the leader -> commit on each target.
 wait_visible() {
-  local id="$1" version="$2" label="$3" t0="$4" line="" failed=0
+  local id="$1" version="$2" label="$3" line="" failed=0 written
+  written="$(commit_ts "$LEADER_PORT" catalog_write "products WHERE id = '$id'")"
   for target in "${TARGETS[@]}"; do
     local name="${target%%:*}" port="${target##*:}" deadline=$(( $(now_ms) + TIMEOUT_S * 1000 ))
     while :; do
       local v
       v="$("$PG_BIN/psql" -X -At -h 127.0.0.1 -U postgres -p "$port" -d catalog_read -c \
         "SELECT coalesce((SELECT version FROM catalog_product_read WHERE product_id = '$id'), -1)" 2>/dev/null || echo -2)"
-      if [ "$v" = "$version" ] || { [ "$version" = deleted ] && [ "$v" = -1 ]; }; then
-        line+="$(printf '  %s %5d ms' "$name" $(( $(now_ms) - t0 )))"
+      if [ "$v" = "$version" ]; then
+        local applied
+        applied="$(commit_ts "$port" catalog_read "catalog_product_read WHERE product_id = '$id'")"
+        if [ -n "$written" ] && [ -n "$applied" ]; then
+          line+="$(awk -v a="$applied" -v w="$written" -v n="$name" 'BEGIN { printf "  %s %5.0f ms", n, (a - w) * 1000 }')"
+        else
+          line+="  $name     ? ms"
+        fi
         break
       fi
       if [ "$(now_ms)" -ge "$deadline" ]; then line+="  $name TIMEOUT"; failed=1; break; fi
@@ -45,27 +62,31 @@ request() { # METHOD PATH [BODY]
     -H "X-Correlation-Id: $(cat /proc/sys/kernel/random/uuid)" ${3:+-d "$3"}
 }
 
-echo "simulating $PRODUCTS products against $WRITE_API; visibility per target (commit -> visible):"
+echo "simulating $PRODUCTS products against $WRITE_API; commit on the leader -> commit on each target:"
+for port in "$LEADER_PORT" "${REPLICA_PORTS[@]}"; do
+  if [ "$("$PG_BIN/psql" -X -At -h 127.0.0.1 -U postgres -p "$port" -d postgres -c 'SHOW track_commit_timestamp')" != on ]; then
+    echo "track_commit_timestamp is off on port $port: restart the system with scripts/start-system.sh (it turns it on) to see delays" >&2
+  fi
+done
 failures=0
 ids=()
 for i in $(seq 1 "$PRODUCTS"); do
   sku="SIM-$(date +%s)-$i"
-  t0="$(now_ms)"
   body="$(request POST /products "{\"sku\":\"$sku\",\"name\":\"Simulated product $i\",\"description\":\"created by simulate-workflow\",\"price\":\"$((10 + i)).99\",\"currency\":\"EUR\"}")"
   id="$(json_field id <<<"$body")"; version="$(json_field version <<<"$body")"
   ids+=("$id")
-  wait_visible "$id" "$version" "create $sku" "$t0" || failures=$((failures + 1))
+  wait_visible "$id" "$version" "create $sku" || failures=$((failures + 1))
 done
 for i in "${!ids[@]}"; do
-  id="${ids[$i]}"; t0="$(now_ms)"
+  id="${ids[$i]}"
   body="$(request PUT "/products/$id/price" "{\"price\":\"$((20 + i)).49\",\"currency\":\"EUR\"}")"
-  wait_visible "$id" "$(json_field version <<<"$body")" "price change ${id: -12}" "$t0" || failures=$((failures + 1))
+  wait_visible "$id" "$(json_field version <<<"$body")" "price change ${id: -12}" || failures=$((failures + 1))
 done
 for i in "${!ids[@]}"; do
   [ $((i % 2)) -eq 0 ] || continue
-  id="${ids[$i]}"; t0="$(now_ms)"
+  id="${ids[$i]}"
   body="$(request POST "/products/$id/deactivate")"
-  wait_visible "$id" "$(json_field version <<<"$body")" "deactivate ${id: -12}" "$t0" || failures=$((failures + 1))
+  wait_visible "$id" "$(json_field version <<<"$body")" "deactivate ${id: -12}" || failures=$((failures + 1))
 done
 
 echo

@@ -42,7 +42,9 @@ start_pg() { # NAME PORT
     } >>"$dir/data/postgresql.conf"
   fi
   log "starting postgres $name on $port"
-  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null
+  # Commit timestamps let scripts/simulate-workflow.sh measure commit -> visible exactly.
+  as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+    -o "-c track_commit_timestamp=on" start >/dev/null
 }
 
 psql_at() { # PORT DB SQL

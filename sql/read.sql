@@ -17,11 +17,31 @@ CREATE TABLE IF NOT EXISTS catalog_product_read (
 );
 -- Version guard of the projection: an event older than what is applied never overwrites it
 -- (aggregate version first, then occurred_at).
-ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS version INT NOT NULL DEFAULT 0;
-ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS occurred_at TIMESTAMPTZ;
--- Room on each page for the new version of a row: price changes touch no indexed column, so
--- they become HOT updates that skip every index (the trigram index above all).
-ALTER TABLE catalog_product_read SET (fillfactor = 70);
+-- The sink runs this file again after a failed batch, while the query API reads the table.
+-- ALTER TABLE takes its lock before it looks (ADD COLUMN IF NOT EXISTS: ACCESS EXCLUSIVE,
+-- which queues every read behind it), so each ALTER runs only when the catalog says the
+-- change is missing: when the schema is there, re-running this file locks nothing.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'catalog_product_read'::regclass
+                     AND attname = 'version' AND NOT attisdropped) THEN
+        ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS version INT NOT NULL DEFAULT 0;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'catalog_product_read'::regclass
+                     AND attname = 'occurred_at' AND NOT attisdropped) THEN
+        ALTER TABLE catalog_product_read ADD COLUMN IF NOT EXISTS occurred_at TIMESTAMPTZ;
+    END IF;
+    -- Room on each page for the new version of a row: price changes touch no indexed column,
+    -- so they become HOT updates that skip every index (the trigram index above all).
+    IF NOT EXISTS (SELECT 1 FROM pg_class
+                   WHERE oid = 'catalog_product_read'::regclass
+                     AND 'fillfactor=70' = ANY(coalesce(reloptions, '{}'))) THEN
+        ALTER TABLE catalog_product_read SET (fillfactor = 70);
+    END IF;
+END
+$$;
 
 -- Product search: substring / fuzzy match on search_text (lower-cased sku, name, description).
 CREATE INDEX IF NOT EXISTS catalog_product_read_search_trgm_idx
@@ -30,7 +50,16 @@ CREATE INDEX IF NOT EXISTS catalog_product_read_search_trgm_idx
 -- row than indexing each at once), but the one sink batch that overflows the list pays for
 -- the whole merge: with the default 4 MB limit, a pause of hundreds of milliseconds on that
 -- replica. A 512 kB list keeps the bulk merge and makes each pause an eighth as long.
-ALTER INDEX catalog_product_read_search_trgm_idx SET (fastupdate = on, gin_pending_list_limit = 512);
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class
+                   WHERE oid = 'catalog_product_read_search_trgm_idx'::regclass
+                     AND reloptions @> '{fastupdate=on,gin_pending_list_limit=512}') THEN
+        ALTER INDEX catalog_product_read_search_trgm_idx
+            SET (fastupdate = on, gin_pending_list_limit = 512);
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS catalog_product_read_sku_idx ON catalog_product_read (sku);
 CREATE INDEX IF NOT EXISTS catalog_product_read_active_name_idx
     ON catalog_product_read (is_active, name);
@@ -52,6 +81,8 @@ CREATE TABLE IF NOT EXISTS walcast_tombstones (
     deleted_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (table_name, key)
 );
+-- Pruning finds tombstones older than the window ([prune] tombstone_window_secs) by this.
+CREATE INDEX IF NOT EXISTS walcast_tombstones_deleted_at_idx ON walcast_tombstones (deleted_at);
 
 -- Changes this target cannot apply yet, and the dead letters that hold a key (the sink's
 -- bookkeeping; see docs/delivery-guarantees.md, "Held changes"). A change row (dead_letter =

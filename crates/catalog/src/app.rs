@@ -18,7 +18,9 @@ use walcast_telemetry::admin::{self, Health};
 use walcast_telemetry::metrics::Registry;
 
 use crate::error::{Error, Result};
+use crate::idempotency::KeyRetention;
 use crate::lag::LagPolicy;
+use crate::metrics::KeyMetrics;
 use crate::pool::PoolOptions;
 use crate::problem::Problem;
 use crate::query_api::QueryApi;
@@ -34,6 +36,8 @@ pub struct AppConfig {
     pub replicas: Vec<ReplicaConfig>,
     pub pool: PoolOptions,
     pub lag: LagPolicy,
+    /// How long idempotency keys are kept; older ones are pruned by a task of the app.
+    pub idempotency: KeyRetention,
 }
 
 /// Serves both APIs on the given listeners until `shutdown` completes, then drains in-flight
@@ -47,6 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let write = WriteApi::new(&config.write_dsn, config.pool, &registry)?;
+    let key_metrics = KeyMetrics::new(&registry);
     let query = QueryApi::new(&config.replicas, config.lag, config.pool, &registry)?;
     // One probe before serving, so the first query does not find every replica unprobed.
     refresh(&write, &query, &health).await;
@@ -65,6 +70,12 @@ pub async fn run(
         query_router,
         stopped(stop_rx.clone()),
     ));
+    let pruning = tokio::spawn(prune_loop(
+        write.clone(),
+        config.idempotency,
+        key_metrics,
+        stopped(stop_rx.clone()),
+    ));
     let probes = tokio::spawn(probe_loop(
         write,
         query,
@@ -80,6 +91,7 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     let _ = probes.await;
+    let _ = pruning.await;
     match early {
         Some((api, result)) => {
             let e = match result {
@@ -130,6 +142,35 @@ async fn probe_loop(
         tokio::select! {
             () = &mut stop => return,
             _ = tick.tick() => refresh(&write, &query, &health).await,
+        }
+    }
+}
+
+/// Deletes idempotency keys older than the window every `retention.interval`, off the
+/// request path; a failed pass (write database down) is logged and tried again.
+async fn prune_loop(
+    write: WriteApi,
+    retention: KeyRetention,
+    metrics: KeyMetrics,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    let mut tick = tokio::time::interval(retention.interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => match write.prune_keys(&retention).await {
+                Ok(p) => {
+                    metrics.pruned.inc_by(p.rows);
+                    metrics.rows.set(p.remaining);
+                    metrics.oldest.set(p.oldest_secs);
+                    if p.rows > 0 {
+                        tracing::info!(rows = p.rows, statements = p.statements, window_secs = retention.window.as_secs(), "pruned idempotency keys older than the window");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e.chain(), "pruning idempotency keys failed; trying again next interval"),
+            },
         }
     }
 }

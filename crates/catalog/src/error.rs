@@ -56,6 +56,11 @@ pub enum Error {
         current: i32,
     },
 
+    /// `If-Match` sent a weak entity tag (412): under RFC 9110's strong comparison, which
+    /// `If-Match` uses, a weak tag never matches.
+    #[error("If-Match: {tag} is a weak entity tag, which never matches (RFC 9110, 13.1.1)")]
+    WeakEtag { tag: String },
+
     /// Another product already has this SKU (409).
     #[error("a product with sku {sku:?} already exists")]
     DuplicateSku { sku: String },
@@ -145,6 +150,7 @@ impl Error {
             Error::Invalid { .. }
             | Error::NotFound { .. }
             | Error::VersionConflict { .. }
+            | Error::WeakEtag { .. }
             | Error::DuplicateSku { .. }
             | Error::IdempotencyMismatch { .. }
             | Error::Config(_)
@@ -192,6 +198,16 @@ impl Error {
             .with("productId", id.to_string())
             .with("expectedVersion", *expected)
             .with("currentVersion", *current),
+            Error::WeakEtag { tag } => Problem::new(
+                S::PRECONDITION_FAILED,
+                "weak-etag",
+                "Weak ETag in If-Match",
+                format!(
+                    "{self}; send the strong ETag this API returns (\"3\", not W/\"3\"): a \
+                     proxy that compresses responses may have weakened it on the way"
+                ),
+            )
+            .with("ifMatch", tag.clone()),
             Error::DuplicateSku { sku } => Problem::new(
                 S::CONFLICT,
                 "duplicate-sku",

@@ -51,6 +51,7 @@ mod write_api;
 
 pub use app::AppConfig;
 pub use error::{Error, FieldError, Result};
+pub use idempotency::KeyRetention;
 pub use lag::{LagPolicy, ReplicaStatus};
 pub use pool::PoolOptions;
 pub use problem::{PROBLEM_JSON, Problem};

@@ -19,6 +19,13 @@ pub const REPLICA_LAG_SECONDS: &str = "walcast_catalog_replica_lag_seconds";
 /// WAL bytes between a replica's applied commit LSN and the most advanced healthy one's.
 pub const REPLICA_LAG_BYTES: &str = "walcast_catalog_replica_lag_bytes";
 
+/// Idempotency keys deleted because they are older than the window.
+pub const IDEMPOTENCY_PRUNED: &str = "walcast_catalog_idempotency_keys_pruned_total";
+/// Idempotency keys kept (planner estimate, `pg_class.reltuples`).
+pub const IDEMPOTENCY_ROWS: &str = "walcast_catalog_idempotency_keys";
+/// Age of the oldest idempotency key, 0 when there is none.
+pub const IDEMPOTENCY_OLDEST: &str = "walcast_catalog_idempotency_keys_oldest_seconds";
+
 const COMMAND_NAMES: &[&str] = &[
     "create",
     "update",
@@ -97,6 +104,36 @@ impl ReplicaMetrics {
                 REPLICA_LAG_BYTES,
                 "WAL bytes a replica is behind the most advanced healthy one.",
                 l,
+            ),
+        }
+    }
+}
+
+/// The metrics of the idempotency-key pruning task.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyMetrics {
+    pub(crate) pruned: Counter,
+    pub(crate) rows: Gauge,
+    pub(crate) oldest: Gauge,
+}
+
+impl KeyMetrics {
+    pub(crate) fn new(registry: &Registry) -> KeyMetrics {
+        KeyMetrics {
+            pruned: registry.counter(
+                IDEMPOTENCY_PRUNED,
+                "Idempotency keys deleted as older than the window.",
+                &[],
+            ),
+            rows: registry.gauge(
+                IDEMPOTENCY_ROWS,
+                "Idempotency keys kept (planner estimate).",
+                &[],
+            ),
+            oldest: registry.gauge(
+                IDEMPOTENCY_OLDEST,
+                "Age of the oldest idempotency key, 0 when none.",
+                &[],
             ),
         }
     }

@@ -40,6 +40,9 @@ pub(crate) fn build(dsn: &Dsn, options: PoolOptions) -> Result<Pool> {
         ))
     })?;
     config.connect_timeout(timeout);
+    // DateStyle, TimeZone, … forced on every pooled connection, after the DSN's own options.
+    let options = walcast_config::session_options(config.get_options());
+    config.options(&options);
     if config.get_application_name().is_none() {
         config.application_name("walcast-catalog");
     }
@@ -76,5 +79,33 @@ mod tests {
         .unwrap_or_default();
         assert!(e.contains("cannot parse the DSN"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pooled_connections_force_the_session_settings() {
+        let pg = walcast_testkit::Postgres::start().unwrap();
+        pg.create_database("styled").unwrap();
+        pg.psql(
+            "postgres",
+            "ALTER DATABASE styled SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE styled SET IntervalStyle = 'sql_standard';
+             ALTER DATABASE styled SET TimeZone = 'America/New_York';
+             ALTER DATABASE styled SET extra_float_digits = 0;",
+        )
+        .unwrap();
+        let dsn = format!("{} options='-c TimeZone=Asia/Tokyo'", pg.dsn("styled"));
+        let pool = build(&Dsn::new(dsn), PoolOptions::default()).unwrap();
+        let client = pool.get().await.unwrap();
+        let show = |s: &'static str| {
+            let client = &client;
+            async move {
+                let row = client.query_one(&format!("SHOW {s}"), &[]).await.unwrap();
+                row.get::<_, String>(0)
+            }
+        };
+        assert!(show("DateStyle").await.starts_with("ISO, "));
+        assert_eq!(show("IntervalStyle").await, "postgres");
+        assert_eq!(show("TimeZone").await, "UTC");
+        assert_eq!(show("extra_float_digits").await, "3");
     }
 }

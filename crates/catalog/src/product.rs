@@ -12,6 +12,8 @@ use crate::money::{Currency, Price};
 const MAX_SKU_CHARS: usize = 100;
 const MAX_NAME_CHARS: usize = 300;
 const MAX_DESCRIPTION_CHARS: usize = 10_000;
+/// Postgres `text` cannot hold U+0000; refused here rather than failing the insert (a 500).
+pub(crate) const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
 
 /// A product as both APIs return it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +130,7 @@ impl Check {
         match value {
             None => self.fail(field, "is required"),
             Some(v) if v.trim().is_empty() => self.fail(field, "must not be empty"),
+            Some(v) if v.contains('\0') => self.fail(field, NUL_MESSAGE),
             Some(v) if v.chars().count() > max => {
                 self.fail(field, format!("must be at most {max} characters"))
             }
@@ -137,7 +140,9 @@ impl Check {
     }
 
     fn description(&mut self, value: Option<String>) -> Option<String> {
-        if value
+        if value.as_ref().is_some_and(|d| d.contains('\0')) {
+            self.fail("description", NUL_MESSAGE);
+        } else if value
             .as_ref()
             .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
         {

@@ -206,6 +206,11 @@ fn search(p: ListParams) -> Result<Search> {
             "q",
             format!("must be at most {MAX_QUERY_CHARS} characters"),
         ));
+    } else if q.contains('\0') {
+        errors.push(crate::error::FieldError::new(
+            "q",
+            crate::product::NUL_MESSAGE,
+        ));
     }
     if errors.is_empty() {
         Ok(Search { q, page, page_size })

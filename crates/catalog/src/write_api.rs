@@ -9,7 +9,8 @@
 //! DELETE /products/{id}                                                             -> 204
 //! ```
 //!
-//! Request headers: `If-Match: <version>` (optimistic concurrency, 409 on mismatch),
+//! Request headers: `If-Match: <version>` (optimistic concurrency, 409 on mismatch; a weak
+//! ETag `W/"3"` is a 412, since `If-Match` compares strongly),
 //! `Idempotency-Key` (see [`crate::idempotency`]), `X-Correlation-Id: <uuid>` (copied into the
 //! outbox row; a new one when absent). Responses carry `ETag: "<version>"`, the correlation id,
 //! `Location` on 201 and `Idempotent-Replayed: true` on a replay. Errors are RFC 7807 problems.
@@ -29,7 +30,7 @@ use walcast_telemetry::metrics::Registry;
 
 use crate::command::{self, Command};
 use crate::error::{Error, Result};
-use crate::idempotency::{self, Claim, Reply};
+use crate::idempotency::{self, Claim, KeyRetention, Reply};
 use crate::metrics::WriteMetrics;
 use crate::pool::{self, PoolOptions};
 use crate::product::{Details, NewProduct, PriceChange};
@@ -69,6 +70,16 @@ impl WriteApi {
                 "checking the write schema (apply it with `walcast schema`)",
             ))?;
         Ok(())
+    }
+
+    /// One pruning pass over `idempotency_keys` (see [`KeyRetention`]), on a pooled connection
+    /// outside any command.
+    pub(crate) async fn prune_keys(&self, retention: &KeyRetention) -> Result<idempotency::Pruned> {
+        let client = self.pool.get().await.map_err(|source| Error::Pool {
+            db: "write".into(),
+            source,
+        })?;
+        idempotency::prune(&client, retention).await
     }
 
     pub fn router(&self) -> Router {
@@ -270,7 +281,8 @@ pub(crate) fn product_id(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| Error::field("id", format!("must be a UUID, got {text:?}")))
 }
 
-/// `If-Match`: a version, bare (`3`) or as the ETag we send (`"3"`, `W/"3"`); `*` is no check.
+/// `If-Match`: a version, bare (`3`) or as the strong ETag we send (`"3"`); `*` is no check.
+/// A weak tag (`W/"3"`) is a 412: `If-Match` compares strongly, and a weak tag never matches.
 fn if_match(headers: &HeaderMap) -> Result<Option<i32>> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
@@ -279,7 +291,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i32>> {
     if text == "*" {
         return Ok(None);
     }
-    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    if text.starts_with("W/") {
+        return Err(Error::WeakEtag {
+            tag: text.to_owned(),
+        });
+    }
+    let bare = text.trim_matches('"');
     match bare.parse::<i32>() {
         Ok(v) if v >= 0 => Ok(Some(v)),
         _ => Err(Error::bad_request(format!(
@@ -316,10 +333,10 @@ mod tests {
         assert_eq!(if_match(&HeaderMap::new()).ok(), Some(None));
         assert_eq!(if_match(&headers("if-match", "3")).ok(), Some(Some(3)));
         assert_eq!(if_match(&headers("if-match", "\"3\"")).ok(), Some(Some(3)));
-        assert_eq!(
-            if_match(&headers("if-match", "W/\"7\"")).ok(),
-            Some(Some(7))
-        );
+        assert!(matches!(
+            if_match(&headers("if-match", "W/\"7\"")),
+            Err(Error::WeakEtag { .. })
+        ));
         assert_eq!(if_match(&headers("if-match", "*")).ok(), Some(None));
         assert!(if_match(&headers("if-match", "abc")).is_err());
         assert!(if_match(&headers("if-match", "-1")).is_err());

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use walcast_catalog::app::{self, AppConfig};
-use walcast_catalog::{LagPolicy, PoolOptions, ReplicaConfig};
+use walcast_catalog::{KeyRetention, LagPolicy, PoolOptions, ReplicaConfig};
 use walcast_config::Dsn;
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
@@ -28,6 +28,7 @@ async fn serves_both_apis_with_admin_endpoints_until_shutdown() {
             probe_interval: Duration::from_millis(100),
             ..LagPolicy::default()
         },
+        idempotency: KeyRetention::default(),
     };
     let write_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let query_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

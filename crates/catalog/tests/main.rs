@@ -5,6 +5,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
+mod hardening;
 mod query;
 mod support;
 mod write;

@@ -25,11 +25,13 @@
 mod dsn;
 mod error;
 mod properties;
+mod session;
 pub mod text;
 
 pub use dsn::Dsn;
 pub use error::ConfigError;
 pub use properties::{KafkaProperties, is_secret_property};
+pub use session::{SESSION_SETTINGS, session_options};
 
 use std::path::Path;
 

@@ -135,6 +135,12 @@ impl ReplicationConnection {
             .map_or("", String::as_str)
     }
 
+    /// A setting the server reported at startup (`ParameterStatus`: `DateStyle`, `TimeZone`,
+    /// `IntervalStyle`, `server_version`, …).
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.session.parameters.get(name).map(String::as_str)
+    }
+
     /// The major version (10, 11, ..., 15), from `server_version`.
     pub fn server_major_version(&self) -> Option<u32> {
         major_version(self.server_version())

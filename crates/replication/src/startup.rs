@@ -65,9 +65,10 @@ async fn connect_inner(config: &ConnectConfig, replication: bool) -> Result<(Wir
     if let Some(app) = config.application_name() {
         params.push(("application_name", app));
     }
-    if let Some(opts) = config.options() {
-        params.push(("options", opts));
-    }
+    // pgoutput renders values with the walsender's DateStyle, TimeZone, …: forced, after the
+    // DSN's own options (walcast_config::session_options).
+    let options = walcast_config::session_options(config.options());
+    params.push(("options", &options));
     wire.encode(|b| frontend::startup_message(params.iter().copied(), b))?;
     wire.flush().await?;
     authenticate(&mut wire, config, binding).await?;

@@ -9,6 +9,7 @@ mod changes;
 mod errors;
 mod large_txn;
 mod progress;
+mod session;
 mod support;
 mod tail;
 mod tls;

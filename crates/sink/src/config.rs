@@ -29,6 +29,8 @@ pub struct SinkConfig {
     pub schema: SchemaConfig,
     #[serde(default)]
     pub envelope: EnvelopeConfig,
+    #[serde(default)]
+    pub prune: PruneConfig,
     /// Target name → target. Names appear in metrics, logs, DLQ headers and consumer groups.
     pub targets: BTreeMap<String, TargetConfig>,
     /// The read tables events are projected into.
@@ -95,6 +97,26 @@ pub struct SchemaConfig {
     /// file's directory.
     #[serde(default)]
     pub files: Vec<PathBuf>,
+}
+
+/// How long each target keeps its bookkeeping (`processed_events`, `walcast_tombstones`); a
+/// task per target deletes older rows in small batches, off the batch path. The defaults and
+/// why they are safe: `docs/delivery-guarantees.md`, "Pruning windows". Shortened through the
+/// environment like every key (`WALCAST_PRUNE__TOMBSTONE_WINDOW_SECS=600`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneConfig {
+    /// `processed_events` rows recorded longer ago than this are deleted. At least the topic's
+    /// retention: a duplicate (redelivery, re-sent tail, rewind) can only come from the topic.
+    pub processed_events_window_secs: u64,
+    /// Tombstones written longer ago than this are deleted. At least the longest of topic,
+    /// outbox and DLQ retention and the longest snapshot, and not shorter than
+    /// `processed_events_window_secs`; replay tools refuse events older than this window.
+    pub tombstone_window_secs: u64,
+    /// Seconds between pruning passes.
+    pub interval_secs: u64,
+    /// Rows deleted per statement (each its own short transaction).
+    pub batch_rows: u32,
 }
 
 /// Where the envelope of an event lives (Debezium outbox-router layout by default).
@@ -278,6 +300,12 @@ impl SinkConfig {
         format!("{}.{target}", self.kafka.group_prefix)
     }
 
+    /// How long a target keeps a tombstone: the oldest event a replay may still bring to this
+    /// sink without `walcast sink rebuild` (see [`PruneConfig`]).
+    pub fn tombstone_window(&self) -> Duration {
+        Duration::from_secs(self.prune.tombstone_window_secs)
+    }
+
     pub(crate) fn linger(&self) -> Duration {
         Duration::from_millis(self.batch.linger_ms)
     }
@@ -321,7 +349,45 @@ impl SinkConfig {
         {
             return fail("[retry] needs 0 < initial_backoff_ms <= max_backoff_ms".into());
         }
+        self.prune.validate()?;
         crate::projection::Projections::compile(self).map(|_| ())
+    }
+}
+
+impl PruneConfig {
+    fn validate(&self) -> Result<()> {
+        if self.processed_events_window_secs == 0
+            || self.tombstone_window_secs == 0
+            || self.interval_secs == 0
+            || self.batch_rows == 0
+        {
+            return Err(Error::Config(
+                "[prune] windows, interval_secs and batch_rows must be at least 1".into(),
+            ));
+        }
+        if self.tombstone_window_secs < self.processed_events_window_secs {
+            return Err(Error::Config(format!(
+                "[prune] tombstone_window_secs ({}) is shorter than processed_events_window_secs \
+                 ({}): once both are gone a late duplicate could resurrect a deleted row; make \
+                 the tombstone window at least as long",
+                self.tombstone_window_secs, self.processed_events_window_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        PruneConfig {
+            // 8 days: the topic's 7-day retention (log.retention.hours=168) and a day spare.
+            processed_events_window_secs: 8 * 86_400,
+            // 30 days: the longest of topic, outbox and DLQ retention (7 days each) plus the
+            // time an operator may take to fix and replay a dead letter, and any snapshot.
+            tombstone_window_secs: 30 * 86_400,
+            interval_secs: 60,
+            batch_rows: 1000,
+        }
     }
 }
 
@@ -384,4 +450,33 @@ fn default_occurred_at_column() -> String {
 }
 fn default_event_version() -> u32 {
     1
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_windows_default_as_argued_and_are_checked() {
+        let p = PruneConfig::default();
+        assert_eq!(p.processed_events_window_secs, 8 * 86_400);
+        assert_eq!(p.tombstone_window_secs, 30 * 86_400);
+        assert!(p.validate().is_ok());
+        let shorter = PruneConfig {
+            tombstone_window_secs: 60,
+            ..PruneConfig::default()
+        };
+        let e = shorter.validate().unwrap_err().to_string();
+        assert!(e.contains("tombstone_window_secs"), "{e}");
+        let zero = PruneConfig {
+            batch_rows: 0,
+            ..PruneConfig::default()
+        };
+        assert!(zero.validate().is_err());
+        // The shipped file states the defaults.
+        let shipped = SinkConfig::load(&crate::projection::tests::shipped_path()).unwrap();
+        assert_eq!(shipped.tombstone_window(), Duration::from_secs(30 * 86_400));
+        assert_eq!(shipped.prune.processed_events_window_secs, 8 * 86_400);
+    }
 }

@@ -21,6 +21,8 @@
 //!   down falls behind alone ([`target`] module docs).
 //! * **Progress** is stored in each target's database in the batch's own transaction
 //!   ([`store`] module docs: the failure cases).
+//! * **Bookkeeping is bounded**: `processed_events` and tombstones older than their `[prune]`
+//!   windows are deleted in small batches by a task per target ([`prune`] module docs).
 //! * **Projection** is declarative ([`config`], [`Projections`]): event type → table, key,
 //!   columns from payload fields, upsert / update / delete, computed columns, upcasts of older
 //!   event versions. Writes are version-guarded and deletes leave tombstones; an update of a
@@ -47,6 +49,7 @@ pub mod metrics;
 mod partitions;
 mod plan;
 mod projection;
+mod prune;
 mod rebuild;
 mod sql;
 mod store;
@@ -147,6 +150,10 @@ impl Sink {
                 readiness: readiness.clone(),
             };
             tasks.spawn(target::run(ctx, stop_rx.clone()));
+            // Bookkeeping pruning: its own task and connection, off the batch path.
+            if let Some(p) = prune::PruneCtx::new(config, name, &self.registry) {
+                tasks.spawn(prune::run(p, stop_rx.clone()));
+            }
         }
         info!(targets = config.targets.len(), topic = %config.kafka.topic, "sink running");
         tokio::pin!(shutdown);

@@ -1,4 +1,5 @@
-//! Metric names of the sink (Prometheus conventions), all labelled `target`.
+//! Metric names of the sink (Prometheus conventions), all labelled `target` (the pruning ones
+//! `table` too).
 
 use walcast_telemetry::metrics::{Counter, Gauge, Histogram, Registry};
 
@@ -19,6 +20,10 @@ pub const APPLY_SECONDS: &str = "walcast_sink_apply_seconds";
 pub const APPLIED_COMMIT_LSN: &str = "walcast_sink_applied_commit_lsn";
 pub const TARGET_UP: &str = "walcast_sink_target_up";
 pub const PARTITIONS_REFUSED: &str = "walcast_sink_partitions_refused";
+pub const PRUNED_ROWS: &str = "walcast_sink_bookkeeping_pruned_rows_total";
+pub const PRUNE_BATCHES: &str = "walcast_sink_bookkeeping_prune_batches_total";
+pub const BOOKKEEPING_ROWS: &str = "walcast_sink_bookkeeping_rows";
+pub const BOOKKEEPING_OLDEST: &str = "walcast_sink_bookkeeping_oldest_seconds";
 
 const APPLY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -67,6 +72,43 @@ impl TargetMetrics {
             applied_commit_lsn: registry.gauge(APPLIED_COMMIT_LSN, "Source commit LSN up to which every event is applied (walcast_applied_lsn), as a number.", l),
             up: registry.gauge(TARGET_UP, "1 while the target is connected and consuming, else 0.", l),
             partitions_refused: registry.gauge(PARTITIONS_REFUSED, "Partitions of the topic the target does not consume because the topic gained partitions (see /ready).", l),
+        }
+    }
+}
+
+/// The pruning metrics of one bookkeeping table of one target.
+#[derive(Debug, Clone)]
+pub(crate) struct PruneMetrics {
+    pub(crate) pruned: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) rows: Gauge,
+    pub(crate) oldest: Gauge,
+}
+
+impl PruneMetrics {
+    pub(crate) fn new(registry: &Registry, target: &str, table: &str) -> PruneMetrics {
+        let l = &[("target", target), ("table", table)];
+        PruneMetrics {
+            pruned: registry.counter(
+                PRUNED_ROWS,
+                "Bookkeeping rows deleted because they are older than their window.",
+                l,
+            ),
+            batches: registry.counter(
+                PRUNE_BATCHES,
+                "DELETE statements run by the pruning task.",
+                l,
+            ),
+            rows: registry.gauge(
+                BOOKKEEPING_ROWS,
+                "Rows in the bookkeeping table (planner estimate, pg_class.reltuples).",
+                l,
+            ),
+            oldest: registry.gauge(
+                BOOKKEEPING_OLDEST,
+                "Age of the oldest row in the bookkeeping table, 0 when empty.",
+                l,
+            ),
         }
     }
 }

@@ -114,9 +114,9 @@ struct Synced {
     refused: Option<(usize, String)>,
 }
 
-/// Connects, applies the schema (when asked: its `ALTER TABLE … IF NOT EXISTS` still takes an
-/// exclusive lock, so not on every re-sync), reads the stored offsets, checks the partition
-/// count and seeks.
+/// Connects, applies the schema (when asked: after an error the database may be a new one;
+/// the schema files alter only what is missing, so re-applying them locks out no reader),
+/// reads the stored offsets, checks the partition count and seeks.
 async fn sync(ctx: &TargetCtx, source: &Source, schema: bool) -> Result<Synced> {
     let store = Store::connect(&ctx.name, ctx.dsn.expose(), &ctx.group, source.topic()).await?;
     if schema {

@@ -13,5 +13,7 @@ mod held;
 mod outage;
 mod partitions;
 mod poison;
+mod prune;
 mod rebuild;
+mod schema;
 mod versions;

@@ -10,7 +10,7 @@ use walcast_sink::metrics;
 use crate::support::model::Event;
 use crate::support::*;
 
-const T0: i64 = 1_780_000_000_000_000;
+pub(crate) const T0: i64 = 1_780_000_000_000_000;
 
 fn ev(
     event_type: &'static str,
@@ -30,7 +30,7 @@ fn ev(
     }
 }
 
-fn created(p: Uuid, sku: &str, name: &str, at: i64) -> Event {
+pub(crate) fn created(p: Uuid, sku: &str, name: &str, at: i64) -> Event {
     ev(
         "ProductCreated",
         p,
@@ -41,7 +41,7 @@ fn created(p: Uuid, sku: &str, name: &str, at: i64) -> Event {
     )
 }
 
-fn renamed(p: Uuid, version: i32, name: &str, at: i64) -> Event {
+pub(crate) fn renamed(p: Uuid, version: i32, name: &str, at: i64) -> Event {
     ev(
         "ProductUpdated",
         p,

@@ -49,6 +49,7 @@ fn main() {
         let mut stack = Stack::start(StackOptions {
             app: false,
             batch: 1000,
+            ..StackOptions::default()
         })
         .await;
         if warmup > 0 {

@@ -21,7 +21,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 use walcast_catalog::app::{self, AppConfig};
-use walcast_catalog::{LagPolicy, PoolOptions, ReplicaConfig};
+use walcast_catalog::{KeyRetention, LagPolicy, PoolOptions, ReplicaConfig};
 use walcast_config::Dsn;
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
@@ -75,6 +75,16 @@ pub struct AppArgs {
     /// How often every replica's health and applied LSN are probed (ms).
     #[arg(long, env = "WALCAST_APP_PROBE_INTERVAL_MS", default_value_t = 500)]
     probe_interval_ms: u64,
+    /// Keep idempotency keys this long (s); a retry after that runs the command again.
+    #[arg(long, env = "WALCAST_APP_IDEMPOTENCY_WINDOW_SECS", default_value_t = 24 * 3600)]
+    idempotency_window_secs: u64,
+    /// Seconds between passes that delete idempotency keys older than the window.
+    #[arg(
+        long,
+        env = "WALCAST_APP_IDEMPOTENCY_PRUNE_INTERVAL_SECS",
+        default_value_t = 60
+    )]
+    idempotency_prune_interval_secs: u64,
 }
 
 pub async fn run(args: AppArgs) -> anyhow::Result<()> {
@@ -103,6 +113,11 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
             max_lag: Duration::from_millis(args.max_lag_ms),
             max_lag_bytes: args.max_lag_bytes,
             probe_interval: Duration::from_millis(args.probe_interval_ms),
+        },
+        idempotency: KeyRetention {
+            window: Duration::from_secs(args.idempotency_window_secs.max(1)),
+            interval: Duration::from_secs(args.idempotency_prune_interval_secs.max(1)),
+            ..KeyRetention::default()
         },
     };
     // Bind both before anything else, so a port in use fails the start with its name.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! walcast wal tail --dsn 'host=127.0.0.1 user=walcast dbname=app' \
-//!     --slot walcast --publication walcast [--create --table public.orders] \
+//!     --slot walcast --publication walcast [--create [--table public.orders]] \
 //!     [--from-lsn 0/16B3748] [--max-changes 10]
 //! ```
 //!
@@ -31,7 +31,8 @@ pub struct WalTailArgs {
     /// Publication to stream.
     #[arg(long, value_name = "NAME")]
     pub publication: String,
-    /// Create the publication (FOR TABLE the --table list) and the slot if missing.
+    /// Create what is missing: the publication (FOR TABLE the --table list; --table is needed
+    /// only when the publication does not exist yet), tables it lacks, and the slot.
     #[arg(long)]
     pub create: bool,
     /// A table that must be published (added with --create); repeatable.

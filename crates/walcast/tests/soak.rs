@@ -1,8 +1,13 @@
 //! Sustained load: writers at a fixed rate for a fixed time (5 minutes by default, as in CI;
 //! 30 minutes with `WALCAST_SOAK_SECS=1800`, see `docs/operations.md`), printing every
 //! interval the throughput, commit→visible-on-all-four-targets latency p50/p95/p99, the
-//! slot's lag and the RSS of each component; then checks that nothing was lost, every target
-//! is exact, and memory stayed flat.
+//! slot's lag, the RSS of each component and the rows of the bookkeeping tables; then checks
+//! that nothing was lost, every target is exact, memory stayed flat and the bookkeeping stayed
+//! bounded by its window.
+//!
+//! The pruning windows are shortened through the environment (`WALCAST_SOAK_WINDOW_SECS`,
+//! 60 s by default; the shipped defaults are days), so that a short run reaches the steady
+//! state where pruning removes as many rows as the load adds.
 //!
 //! ```text
 //! WALCAST_SOAK_SECS=1800 WALCAST_SOAK_RATE=1000 \
@@ -18,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use e2e::load::{self, Counters, LoadSpec};
-use e2e::measure::{self, Sample, mib};
+use e2e::measure::{self, Sample, Seen, mib};
 use e2e::{Stack, StackOptions, verify};
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -47,10 +52,36 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
     let secs: u64 = env_or("WALCAST_SOAK_SECS", 300);
     let rate: f64 = env_or("WALCAST_SOAK_RATE", 200.0);
     let interval = Duration::from_secs(env_or("WALCAST_SOAK_INTERVAL_SECS", 30));
-    let mut stack = Stack::start(StackOptions::default()).await;
+    // Short bookkeeping windows, through the environment as an operator would set them.
+    let window: u64 = env_or("WALCAST_SOAK_WINDOW_SECS", 60);
+    let prune_every: u64 = 5;
+    let env = [
+        (
+            "sink",
+            "WALCAST_PRUNE__PROCESSED_EVENTS_WINDOW_SECS",
+            window,
+        ),
+        ("sink", "WALCAST_PRUNE__TOMBSTONE_WINDOW_SECS", window),
+        ("sink", "WALCAST_PRUNE__INTERVAL_SECS", prune_every),
+        ("app", "WALCAST_APP_IDEMPOTENCY_WINDOW_SECS", window),
+        (
+            "app",
+            "WALCAST_APP_IDEMPOTENCY_PRUNE_INTERVAL_SECS",
+            prune_every,
+        ),
+    ]
+    .map(|(service, k, v)| (service, k.to_owned(), v.to_string()))
+    .to_vec();
+    let mut stack = Stack::start(StackOptions {
+        env,
+        ..StackOptions::default()
+    })
+    .await;
     println!(
-        "sustained load: {rate} events/s for {secs} s (SQL transactions of 1-20 events + the write API)"
+        "sustained load: {rate} events/s for {secs} s (SQL transactions of 1-20 events + the write API); \
+         bookkeeping windows {window} s, pruned every {prune_every} s"
     );
+    let mut seen = Seen::default();
     let counters = Arc::new(Counters::default());
     let spec = LoadSpec {
         events: (rate * secs as f64) as u64,
@@ -72,9 +103,20 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
     let sample_every = Duration::from_secs(5);
     let mut next_print = interval;
     println!(
-        "{:>6} {:>9} {:>9} {:>12} {:>10} {:>10} {:>10} {:>10}",
-        "t (s)", "written", "ev/s", "slot lag B", "source MiB", "sink MiB", "app MiB", "Kafka MiB"
+        "{:>6} {:>9} {:>9} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "t (s)",
+        "written",
+        "ev/s",
+        "slot lag B",
+        "source MiB",
+        "sink MiB",
+        "app MiB",
+        "Kafka MiB",
+        "processed",
+        "tombstones",
+        "idem keys"
     );
+    let rows = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
     while !loader.is_finished() {
         tokio::time::sleep(sample_every).await;
         let s = Sample::take(
@@ -83,6 +125,8 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
             counters.committed.load(Ordering::SeqCst),
         )
         .await;
+        // Every processed id and its commit time, read before pruning deletes it.
+        seen.poll(&stack).await.unwrap();
         if s.at >= next_print {
             let prev = samples
                 .iter()
@@ -92,7 +136,7 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
                 .unwrap_or_default();
             let rate = (s.written - prev.1) as f64 / (s.at - prev.0).as_secs_f64();
             println!(
-                "{:>6.0} {:>9} {:>9.0} {:>12} {:>10} {:>10} {:>10} {:>10}",
+                "{:>6.0} {:>9} {:>9.0} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
                 s.at.as_secs_f64(),
                 s.written,
                 rate,
@@ -102,7 +146,10 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
                 mib(s.rss_source),
                 mib(s.rss_sink),
                 mib(s.rss_app),
-                mib(s.rss_kafka)
+                mib(s.rss_kafka),
+                rows(s.rows[0]),
+                rows(s.rows[1]),
+                rows(s.rows[2])
             );
             next_print += interval;
         }
@@ -119,8 +166,9 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
         report.failures
     );
 
-    let verdict = verify::converge(&mut stack, Duration::from_secs(180)).await;
-    let (lat, pending) = measure::latencies(&stack).await.unwrap();
+    let verdict = verify::converge_seen(&mut stack, Duration::from_secs(180), Some(&seen)).await;
+    seen.poll(&stack).await.unwrap();
+    let (lat, _, pending) = seen.latencies(&stack).await.unwrap();
     let t0 = lat.first().map(|l| l.0).unwrap_or(0.0);
     println!(
         "commit → visible on all four targets, per {} s of commits:",
@@ -154,6 +202,18 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
     );
     assert!(verdict.ok(), "after the soak: {verdict:?}");
     assert_eq!(pending, 0, "events not on every target after convergence");
+
+    // The bookkeeping is bounded by its window: never more rows than the load can write in a
+    // window plus two pruning passes (with room for bursts), however long the run.
+    let bound = (rate * (window + 2 * prune_every) as f64 * 1.5) as i64 + 1000;
+    for (i, table) in ["processed_events", "walcast_tombstones", "idempotency_keys"]
+        .iter()
+        .enumerate()
+    {
+        let peak = samples.iter().filter_map(|s| s.rows[i]).max().unwrap_or(0);
+        println!("{table}: at most {peak} rows (bound {bound})");
+        assert!(peak <= bound, "{table} grew to {peak} rows, past {bound}");
+    }
 
     // Memory is flat: the last quarter's peak is within 25% (+16 MiB) of the second quarter's
     // peak (the first quarter is warm-up: pools, caches and queues fill).

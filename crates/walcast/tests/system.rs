@@ -374,6 +374,60 @@ fn start_system_drive_the_api_and_see_every_replica_follow_then_stop() {
     }
     assert!(report.contains("slot lag"), "{report}");
 
+    // The user simulation prints commit -> commit delays read from commit timestamps: a
+    // number for every target of every change, never negative (same clock, sink after write).
+    let sim = sys.script("simulate-workflow.sh", &["1"]);
+    let out = String::from_utf8_lossy(&sim.stdout);
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            ["create ", "price change ", "deactivate "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let mut last = (String::new(), Vec::new());
+    for row in rows {
+        let ms: Vec<f64> = row
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[1] == "ms")
+            .map(|w| w[0].parse::<f64>().unwrap_or(f64::NAN))
+            .collect();
+        assert_eq!(ms.len(), 4, "one delay per target: {row}");
+        assert!(ms.iter().all(|m| *m >= 0.0), "{row}");
+        last = (row.to_owned(), ms);
+    }
+    println!("{out}");
+    // The last change (deactivate) is the current row version everywhere: its printed delays
+    // are the targets' commit timestamps minus the leader's, to the millisecond.
+    let (row, printed) = last;
+    let tail = row.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    let commit = |port: u16, db: &str, table: &str, key: &str| -> f64 {
+        let sql = format!(
+            "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) FROM {table} \
+             WHERE {key}::text LIKE '%{tail}'"
+        );
+        let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+            .args(["-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", db])
+            .args(["-p", &port.to_string(), "-c", &sql])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        text.parse().unwrap_or_else(|_| panic!("{sql}: {text:?}"))
+    };
+    let written = commit(sys.pg_ports[0], "catalog_write", "products", "id");
+    for (port, shown) in sys.pg_ports.iter().zip(&printed) {
+        let applied = commit(*port, "catalog_read", "catalog_product_read", "product_id");
+        let truth = (applied - written) * 1000.0;
+        assert!(
+            (shown - truth).abs() <= 1.0,
+            "port {port}: printed {shown} ms, commit timestamps say {truth:.1} ms: {row}"
+        );
+    }
+
     // Running it again starts nothing new and changes nothing.
     let pids_before = sys.service_pids();
     let again = sys.script("start-system.sh", &[]);

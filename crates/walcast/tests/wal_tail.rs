@@ -238,3 +238,80 @@ async fn unreachable_server_exits_non_zero_naming_the_cause() {
         "stderr does not name the server and the cause: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_needs_no_table_when_the_publication_exists() {
+    let db = Db::new("cli_tail_pub");
+    db.sql(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION {} FOR TABLE t",
+        db.publication
+    ));
+    let args = |max: &'static str| {
+        vec![
+            "--dsn".to_owned(),
+            db.dsn.clone(),
+            "--slot".into(),
+            db.slot.clone(),
+            "--publication".into(),
+            db.publication.clone(),
+            "--create".into(),
+            "--max-changes".into(),
+            max.into(),
+        ]
+    };
+    let run = async |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = wal_tail(&args).await;
+        assert!(
+            out.status.success(),
+            "exit {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Only the slot was missing: created, nothing printed yet.
+    assert_eq!(run(args("0")).await, "");
+    db.sql("INSERT INTO t VALUES (7)");
+    let line: Value = serde_json::from_str(run(args("1")).await.trim()).unwrap();
+    assert_eq!(
+        (line["op"].as_str(), line["new"]["id"].as_i64()),
+        (Some("insert"), Some(7))
+    );
+
+    // A publication that is missing still needs the tables to create it with.
+    let out = wal_tail(&[
+        "--dsn",
+        &db.dsn,
+        "--slot",
+        &db.slot,
+        "--publication",
+        "nope_pub",
+        "--create",
+        "--max-changes",
+        "0",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exited 0: {stderr}");
+    assert!(stderr.contains("--table"), "{stderr}");
+}
+
+#[tokio::test]
+async fn logs_to_a_pipe_or_file_have_no_colour_codes() {
+    let out = wal_tail(&[
+        "--dsn",
+        "host=127.0.0.1 port=1 user=x dbname=y",
+        "--slot",
+        "s",
+        "--publication",
+        "p",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escape codes in a pipe: {stderr:?}"
+    );
+}

@@ -36,9 +36,8 @@ pub async fn connect_sql(config: &ConnectConfig) -> Result<tokio_postgres::Clien
         if let Some(a) = config.application_name() {
             pg.application_name(a);
         }
-        if let Some(o) = config.options() {
-            pg.options(o);
-        }
+        // DateStyle, TimeZone, … forced: the text of values is parsed (walcast_config docs).
+        pg.options(walcast_config::session_options(config.options()));
         let (client, connection) = pg
             .connect_raw(stream, NoTls)
             .await

@@ -87,27 +87,28 @@ pub async fn publication_tables(
 }
 
 /// Creates the publication `FOR TABLE tables` if missing, and adds any of
-/// `tables` it lacks. Every table must exist.
+/// `tables` it lacks. Every table must exist. Only what is missing is created: an
+/// existing publication needs no `tables` (nothing is added then).
 pub async fn ensure_publication(
     client: &Client,
     publication: &str,
     tables: &[TableName],
 ) -> Result<()> {
-    if tables.is_empty() {
-        return Err(Error::Config(format!(
-            "cannot create publication \"{publication}\" without tables; name at least one table (--table schema.table)"
-        )));
-    }
     for t in tables {
         check_table_exists(client, t).await?;
     }
-    let list = tables
-        .iter()
-        .map(TableName::quoted)
-        .collect::<Vec<_>>()
-        .join(", ");
     match publication_tables(client, publication).await? {
+        None if tables.is_empty() => {
+            return Err(Error::Config(format!(
+                "publication \"{publication}\" does not exist and no table was named to create it with; name at least one table (--table schema.table)"
+            )));
+        }
         None => {
+            let list = tables
+                .iter()
+                .map(TableName::quoted)
+                .collect::<Vec<_>>()
+                .join(", ");
             let sql = format!(
                 "CREATE PUBLICATION {} FOR TABLE {list}",
                 quote_ident(publication)

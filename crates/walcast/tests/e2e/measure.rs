@@ -2,9 +2,10 @@
 //! (`track_commit_timestamp = on` on every cluster; all clusters share this machine's clock):
 //! for each outbox row, the commit time of its write transaction on the leader, and on each
 //! target the commit time of the sink transaction that recorded it in `processed_events`.
-//! "Visible on all four" is the latest of the four.
+//! "Visible on all four" is the latest of the four. With short pruning windows (the soak)
+//! [`Seen`] reads the ids repeatedly, before pruning deletes them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::{Stack, connect, rss_kib};
@@ -21,49 +22,88 @@ pub async fn latencies(stack: &Stack) -> Result<(Vec<(f64, f64)>, usize), String
 pub async fn latencies_by_target(
     stack: &Stack,
 ) -> Result<(Vec<(f64, f64)>, Vec<(&'static str, Vec<(f64, f64)>)>, usize), String> {
-    const SQL: &str =
-        "SELECT {id}, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 FROM {table}";
-    let read = |dsn: String, table: &'static str, id: &'static str| async move {
-        let c = connect(&dsn).await.map_err(|e| format!("{dsn}: {e}"))?;
-        let sql = SQL.replace("{id}", id).replace("{table}", table);
-        let rows = c
-            .query(&sql, &[])
-            .await
-            .map_err(|e| format!("{dsn}: {e}"))?;
-        Ok::<HashMap<uuid::Uuid, f64>, String>(
-            rows.iter()
-                .filter_map(|r| Some((r.get(0), r.get::<_, Option<f64>>(1)?)))
-                .collect(),
-        )
-    };
-    let committed = read(stack.write_dsn(), "outbox_messages", "id").await?;
-    let mut visible: HashMap<uuid::Uuid, (f64, u8)> = HashMap::with_capacity(committed.len());
-    let mut per_target = Vec::new();
-    for (name, dsn) in stack.targets() {
-        let seen = read(dsn, "processed_events", "event_id").await?;
-        let mut lat: Vec<(f64, f64)> = seen
-            .iter()
-            .filter_map(|(id, at)| Some((*committed.get(id)?, *at)))
-            .map(|(c, at)| (c, (at - c) * 1000.0))
-            .collect();
-        lat.sort_by(|a, b| a.0.total_cmp(&b.0));
-        per_target.push((name, lat));
-        for (id, at) in seen {
-            let e = visible.entry(id).or_insert((at, 0));
-            e.0 = e.0.max(at);
-            e.1 += 1;
+    let mut seen = Seen::default();
+    seen.poll(stack).await?;
+    seen.latencies(stack).await
+}
+
+const COMMIT_SQL: &str =
+    "SELECT {id}, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 FROM {table}";
+
+/// Every `id` of `table` with the commit time of the transaction that wrote its row.
+async fn commits(dsn: &str, table: &str, id: &str) -> Result<HashMap<uuid::Uuid, f64>, String> {
+    let c = connect(dsn).await.map_err(|e| format!("{dsn}: {e}"))?;
+    let sql = COMMIT_SQL.replace("{id}", id).replace("{table}", table);
+    let rows = c
+        .query(&sql, &[])
+        .await
+        .map_err(|e| format!("{dsn}: {e}"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get(0), r.get::<_, Option<f64>>(1)?)))
+        .collect())
+}
+
+/// Per target, every processed event id and the commit time of the sink transaction that
+/// recorded it, gathered over repeated reads: with short pruning windows (the soak) rows are
+/// deleted after a while, so they are read while they are there.
+#[derive(Debug, Default)]
+pub struct Seen {
+    by_target: BTreeMap<&'static str, HashMap<uuid::Uuid, f64>>,
+}
+
+impl Seen {
+    /// Reads every target's `processed_events` and keeps what it finds.
+    pub async fn poll(&mut self, stack: &Stack) -> Result<(), String> {
+        for (name, dsn) in stack.targets() {
+            let found = commits(&dsn, "processed_events", "event_id").await?;
+            self.by_target.entry(name).or_default().extend(found);
         }
+        Ok(())
     }
-    let mut out = Vec::with_capacity(committed.len());
-    let mut pending = 0;
-    for (id, at) in committed {
-        match visible.get(&id) {
-            Some((seen, 4)) => out.push((at, (seen - at) * 1000.0)),
-            _ => pending += 1,
+
+    /// The ids seen on `target`.
+    pub fn ids(&self, target: &str) -> impl Iterator<Item = &uuid::Uuid> {
+        self.by_target
+            .get(target)
+            .into_iter()
+            .flat_map(|m| m.keys())
+    }
+
+    /// [`latencies_by_target`] over what was seen.
+    #[allow(clippy::type_complexity)]
+    pub async fn latencies(
+        &self,
+        stack: &Stack,
+    ) -> Result<(Vec<(f64, f64)>, Vec<(&'static str, Vec<(f64, f64)>)>, usize), String> {
+        let committed = commits(&stack.write_dsn(), "outbox_messages", "id").await?;
+        let mut visible: HashMap<uuid::Uuid, (f64, u8)> = HashMap::with_capacity(committed.len());
+        let mut per_target = Vec::new();
+        for (name, seen) in &self.by_target {
+            let mut lat: Vec<(f64, f64)> = seen
+                .iter()
+                .filter_map(|(id, at)| Some((*committed.get(id)?, *at)))
+                .map(|(c, at)| (c, (at - c) * 1000.0))
+                .collect();
+            lat.sort_by(|a, b| a.0.total_cmp(&b.0));
+            per_target.push((*name, lat));
+            for (id, at) in seen {
+                let e = visible.entry(*id).or_insert((*at, 0));
+                e.0 = e.0.max(*at);
+                e.1 += 1;
+            }
         }
+        let mut out = Vec::with_capacity(committed.len());
+        let mut pending = 0;
+        for (id, at) in committed {
+            match visible.get(&id) {
+                Some((seen, 4)) => out.push((at, (seen - at) * 1000.0)),
+                _ => pending += 1,
+            }
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok((out, per_target, pending))
     }
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok((out, per_target, pending))
 }
 
 /// p50 / p95 / p99 / max of latencies in ms.
@@ -88,6 +128,9 @@ pub struct Sample {
     pub rss_sink: Option<u64>,
     pub rss_app: Option<u64>,
     pub rss_kafka: Option<u64>,
+    /// Rows of the bookkeeping: `processed_events` and `walcast_tombstones` on the
+    /// `catalog_read` target, `idempotency_keys` on the leader.
+    pub rows: [Option<i64>; 3],
 }
 
 impl Sample {
@@ -100,8 +143,28 @@ impl Sample {
             rss_sink: stack.sink.rss_kib(),
             rss_app: stack.app.as_ref().and_then(|a| a.rss_kib()),
             rss_kafka: kafka_pid(stack).and_then(rss_kib),
+            rows: bookkeeping_rows(stack).await,
         }
     }
+}
+
+/// `processed_events` and `walcast_tombstones` rows on the `catalog_read` target and
+/// `idempotency_keys` rows on the leader (exact counts: these tables stay small when pruned).
+async fn bookkeeping_rows(stack: &Stack) -> [Option<i64>; 3] {
+    let count = |dsn: String, table: &'static str| async move {
+        let c = connect(&dsn).await.ok()?;
+        let row = c
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .ok()?;
+        Some(row.get::<_, i64>(0))
+    };
+    let read = stack.leader.dsn("catalog_read");
+    [
+        count(read.clone(), "processed_events").await,
+        count(read, "walcast_tombstones").await,
+        count(stack.write_dsn(), "idempotency_keys").await,
+    ]
 }
 
 pub fn mib(kib: Option<u64>) -> String {

@@ -37,6 +37,8 @@ pub fn free_port() -> u16 {
 pub struct Service {
     pub name: &'static str,
     args: Vec<String>,
+    /// Extra environment (e.g. `WALCAST_PRUNE__…` overrides).
+    env: Vec<(String, String)>,
     logs: PathBuf,
     child: Option<Child>,
     pub starts: u32,
@@ -47,6 +49,7 @@ impl Service {
         Service {
             name,
             args,
+            env: Vec::new(),
             logs: logs.to_owned(),
             child: None,
             starts: 0,
@@ -58,7 +61,9 @@ impl Service {
         self.starts += 1;
         let log = self.log_path(self.starts);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast"));
-        cmd.args(&self.args).env("RUST_LOG", "info");
+        cmd.args(&self.args)
+            .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = walcast_testkit::spawn_child(cmd, &log)
             .unwrap_or_else(|e| panic!("spawning walcast {}: {e}", self.name));
         self.child = Some(child);
@@ -162,6 +167,9 @@ pub struct StackOptions {
     pub app: bool,
     /// Sink batch size.
     pub batch: usize,
+    /// Extra environment per service: (`"source"`, `"sink"` or `"app"`, name, value), e.g.
+    /// shorter pruning windows for the soak.
+    pub env: Vec<(&'static str, String, String)>,
 }
 
 impl Default for StackOptions {
@@ -169,6 +177,7 @@ impl Default for StackOptions {
         StackOptions {
             app: true,
             batch: 1000,
+            env: Vec::new(),
         }
     }
 }
@@ -340,10 +349,15 @@ impl Stack {
             }
             Service::new("app", args, &logs)
         });
-        source.start();
-        sink.start();
-        if let Some(a) = app.as_mut() {
-            a.start();
+        for s in [Some(&mut source), Some(&mut sink), app.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            s.env = (opts.env.iter())
+                .filter(|(service, ..)| *service == s.name)
+                .map(|(_, k, v)| (k.clone(), v.clone()))
+                .collect();
+            s.start();
         }
         let stack = Stack {
             dir,
@@ -481,6 +495,11 @@ pub fn http(
     );
     if json.is_some() {
         req.push_str("Content-Type: application/json\r\n");
+    }
+    if method != "GET" {
+        // Every write carries a key of its own, as a careful client's does: the soak then
+        // shows idempotency_keys bounded by its window.
+        req.push_str(&format!("Idempotency-Key: {}\r\n", uuid::Uuid::new_v4()));
     }
     req.push_str("\r\n");
     req.push_str(body);

@@ -71,14 +71,42 @@ async fn count(dsn: &str, sql: &str) -> Option<i64> {
 /// Waits (up to `within`) until every target has processed as many events as the outbox
 /// holds, then compares everything.
 pub async fn converge(stack: &mut Stack, within: Duration) -> Verdict {
+    converge_seen(stack, within, None).await
+}
+
+/// `processed_events` rows the sink has pruned on `target` (its metric; 0 without pruning).
+fn pruned(stack: &Stack, target: &str) -> i64 {
+    let Ok((200, text)) = super::http(stack.sink_admin, "GET", "/metrics", None) else {
+        return 0;
+    };
+    let series = format!(
+        "walcast_sink_bookkeeping_pruned_rows_total{{target=\"{target}\",table=\"processed_events\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as i64
+}
+
+/// [`converge`] under pruning: a target has caught up when its `processed_events` rows plus
+/// the rows the sink pruned equal the outbox, and an event counts as processed when it is in
+/// `processed_events` now or was `seen` there before it was pruned.
+pub async fn converge_seen(
+    stack: &mut Stack,
+    within: Duration,
+    seen: Option<&super::measure::Seen>,
+) -> Verdict {
     let deadline = tokio::time::Instant::now() + within;
     let write = stack.write_dsn();
     let targets = stack.targets();
     loop {
         let outbox = count(&write, "SELECT count(*) FROM outbox_messages").await;
         let mut caught_up = outbox.is_some();
-        for dsn in targets.values() {
-            if count(dsn, "SELECT count(*) FROM processed_events").await != outbox {
+        for (name, dsn) in &targets {
+            let done = count(dsn, "SELECT count(*) FROM processed_events")
+                .await
+                .map(|n| n + pruned(stack, name));
+            if done != outbox {
                 caught_up = false;
             }
         }
@@ -106,7 +134,8 @@ pub async fn converge(stack: &mut Stack, within: Duration) -> Verdict {
     };
     for (name, dsn) in &targets {
         match ids(dsn, "SELECT event_id FROM processed_events").await {
-            Ok(done) => {
+            Ok(mut done) => {
+                done.extend(seen.into_iter().flat_map(|s| s.ids(name)).copied());
                 v.lost
                     .insert((*name).to_owned(), outbox.difference(&done).count());
                 let extra = done.difference(&outbox).count();
