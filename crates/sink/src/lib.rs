@@ -151,7 +151,9 @@ impl Sink {
             };
             tasks.spawn(target::run(ctx, stop_rx.clone()));
             // Bookkeeping pruning: its own task and connection, off the batch path.
-            if let Some(p) = prune::PruneCtx::new(config, name, &self.registry) {
+            if let Some(p) =
+                prune::PruneCtx::new(config, name, &self.registry, dlq.for_target(name))
+            {
                 tasks.spawn(prune::run(p, stop_rx.clone()));
             }
         }

@@ -380,3 +380,48 @@ async fn dlq_discard_releases_the_key_and_applies_what_waited_in_order() {
 fn config_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("sink.toml")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_held_longer_than_the_tombstone_window_is_dead_lettered_as_no_base_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = fresh_topic(1).await;
+    let targets = fresh_targets();
+    let mut config = load(&write_config(dir.path(), &topic, &targets, 100));
+    config.prune.processed_events_window_secs = 2;
+    config.prune.tombstone_window_secs = 2;
+    config.prune.interval_secs = 1;
+    let sink = Running::start(config).await;
+    // An update whose create never reaches any target.
+    let p = Uuid::new_v4();
+    let orphan = renamed(p, 2, "Orphan");
+    let mut lsn = 0;
+    produce(&topic, std::slice::from_ref(&orphan), &mut lsn).await;
+    wait_caught_up(targets.values(), 1, Duration::from_secs(60)).await;
+
+    let dead = dead_letters(&topic, targets.len(), Duration::from_secs(60)).await;
+    let mut by_target = Vec::new();
+    for d in &dead {
+        assert_eq!(
+            header_text(d, "walcast.error.kind").as_deref(),
+            Some("no_base_row"),
+            "{d:?}"
+        );
+        assert_eq!(header_text(d, "id"), Some(orphan.id.to_string()));
+        assert_eq!(
+            header_text(d, "event_type").as_deref(),
+            Some("ProductUpdated")
+        );
+        let error = header_text(d, "walcast.error").unwrap_or_default();
+        assert!(error.contains("tombstone window"), "{error}");
+        by_target.push(header_text(d, "walcast.target").unwrap_or_default());
+    }
+    by_target.sort();
+    let mut names: Vec<String> = targets.keys().cloned().collect();
+    names.sort();
+    assert_eq!(by_target, names, "one dead letter per target");
+    for (name, dsn) in &targets {
+        assert_eq!(held_rows(dsn).await, 0, "{name}: nothing left held");
+        assert_eq!(row_of(dsn, p).await, None, "{name}: no row made up");
+    }
+    sink.stop().await;
+}

@@ -126,6 +126,8 @@ pub enum RejectKind {
     UnsupportedVersion,
     /// The target database refused the event's values.
     Database,
+    /// A held update waited longer than the tombstone window for a row that never came.
+    NoBaseRow,
 }
 
 impl RejectKind {
@@ -137,6 +139,7 @@ impl RejectKind {
             RejectKind::WrongType => "wrong_type",
             RejectKind::UnsupportedVersion => "unsupported_version",
             RejectKind::Database => "database",
+            RejectKind::NoBaseRow => "no_base_row",
         }
     }
 }
