@@ -485,6 +485,68 @@ fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
     assert!(!source.log().contains("panicked"), "{}", source.log());
 }
 
+#[test]
+fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on() {
+    let write = Db::new("tmpl_write");
+    write.psql(WRITE_SQL);
+    let names = Names::for_db(&write);
+    let prefix = unique_name("tmpl");
+    let template = format!("topic = \"{prefix}.{{event_type}}\"");
+    let dlq = format!("{prefix}.dlq");
+    let dir = tempfile::tempdir().unwrap();
+    let source_cfg = source_config(
+        dir.path(),
+        &write,
+        &names,
+        &[
+            (
+                &format!("topic = {:?}", names.topic),
+                &format!("{template}\ndlq_topic = {dlq:?}"),
+            ),
+            ("# max_topics = 100", "max_topics = 2"),
+        ],
+    );
+    let mut source = Proc::spawn("source", &["source", "--config", path_str(&source_cfg)]);
+    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let payload = |n: u32| json!({"n": n}).to_string();
+    // 90 euro signs (270 bytes): byte 40 of the topic name falls inside one, and the name is
+    // longer than Kafka allows.
+    let euros = "€".repeat(90);
+    let rows: [(u32, &str); 6] = [
+        (1, &euros),
+        (2, "A.B"),
+        (3, "A_B"), // collides with A.B after Kafka's rules
+        (4, "Third"),
+        (5, "Fourth"), // a third topic over max_topics = 2
+        (6, "A.B"),    // an existing topic: flows
+    ];
+    for (n, event_type) in rows {
+        write.insert_outbox(&eid(n), &pid(n), event_type, &payload(n));
+    }
+    let flowed = read_topic(&format!("{prefix}.A.B"), Duration::from_secs(90), |rs| {
+        rs.len() >= 2
+    });
+    assert_eq!(flowed.len(), 2, "{}", summary(&flowed));
+    let third = read_topic(&format!("{prefix}.Third"), Duration::from_secs(90), |rs| {
+        !rs.is_empty()
+    });
+    assert_eq!(third.len(), 1, "{}", summary(&third));
+    let dead = read_topic(&dlq, Duration::from_secs(90), |rs| rs.len() >= 3);
+    assert_eq!(dead.len(), 3, "{}", summary(&dead));
+    let kind = |n: u32| {
+        dead.iter()
+            .find(|r| r.header("id") == eid(n))
+            .map(|r| r.header("walcast.error.kind").to_owned())
+            .unwrap_or_else(|| panic!("no dead letter for row {n}: {}", summary(&dead)))
+    };
+    assert_eq!(kind(1), "bad_topic");
+    assert_eq!(kind(3), "topic_refused");
+    assert_eq!(kind(5), "too_many_topics");
+    assert!(source.running(), "source died:\n{}", source.log());
+    assert!(source.stop().success(), "{}", source.log());
+    assert!(!source.log().contains("panicked"), "{}", source.log());
+}
+
 // ---------------------------------------------------------------------------------------
 // 3: a malformed connector file, key by key.
 // ---------------------------------------------------------------------------------------
