@@ -105,14 +105,7 @@ async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng)
         while published().await < at && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let pid: Option<i32> = write
-            .query_opt(
-                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-                &[&stack.slot],
-            )
-            .await
-            .unwrap()
-            .and_then(|r| r.get(0));
+        let pid = active_pid(&write, &stack.slot).await;
         let now = published().await;
         let done = now - base;
         base = now;
@@ -126,14 +119,7 @@ async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng)
         // Wait for the walsender to come back before the next cut.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let active: Option<i32> = write
-                .query_opt(
-                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&stack.slot],
-                )
-                .await
-                .unwrap()
-                .and_then(|r| r.get(0));
+            let active = active_pid(&write, &stack.slot).await;
             if active.is_some_and(|a| Some(a) != pid) || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -152,6 +138,18 @@ async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng)
         notes.join(", "),
         interrupted(stack) - interrupted_before
     )
+}
+
+/// The pid of the walsender streaming from `slot`, if one is.
+async fn active_pid(write: &tokio_postgres::Client, slot: &str) -> Option<i32> {
+    write
+        .query_opt(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .and_then(|r| r.get(0))
 }
 
 /// Transactions the source abandoned after a cut replication connection, from its logs.
