@@ -123,7 +123,7 @@ fn row_args<'r>(
 const STATEMENT_BYTES: usize = 1024 * 1024;
 
 /// `rows` in runs of at most [`STATEMENT_BYTES`] of values (at least one row each).
-fn runs<'r, R>(rows: &'r [R], values: impl Fn(&R) -> &[Option<Text>]) -> Vec<&'r [R]> {
+fn runs<R>(rows: &[R], values: impl Fn(&R) -> &[Option<Text>]) -> Vec<&[R]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, r) in rows.iter().enumerate() {
@@ -474,7 +474,43 @@ pub(crate) async fn apply_table(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::plan::RowWrite;
     use crate::projection::tests::shipped;
+
+    #[test]
+    fn write_statements_split_at_a_megabyte_of_values_and_never_split_a_row() {
+        let row = |bytes: usize| RowWrite {
+            key: "k".into(),
+            pos: Position {
+                version: 1,
+                occurred_at: None,
+            },
+            values: vec![Some("x".repeat(bytes).into()), None],
+        };
+        let small: Vec<RowWrite> = (0..1000).map(|_| row(300)).collect();
+        assert_eq!(
+            runs(&small, |r| &r.values).len(),
+            1,
+            "small events: one statement"
+        );
+        let big: Vec<RowWrite> = (0..16).map(|_| row(990_000)).collect();
+        let split = runs(&big, |r| &r.values);
+        assert_eq!(split.len(), 16, "one ~1 MB row per statement");
+        assert!(split.iter().all(|r| r.len() == 1));
+        let mixed = [
+            row(600_000),
+            row(400_000),
+            row(100_000),
+            row(2_000_000),
+            row(1),
+        ];
+        let split: Vec<usize> = runs(&mixed, |r| &r.values)
+            .iter()
+            .map(|r| r.len())
+            .collect();
+        assert_eq!(split, [2, 1, 1, 1], "a row over the limit goes alone");
+        assert!(runs(&[] as &[RowWrite], |r| &r.values).is_empty());
+    }
 
     #[test]
     fn a_held_change_reads_back_as_it_was_written_by_column_name() {
