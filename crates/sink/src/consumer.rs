@@ -1,8 +1,8 @@
 //! A target's Kafka consumer: it assigns itself every partition of the topic at the offsets its
 //! database holds, and hands out batches of at most `max_events` and `max_bytes` within
-//! `linger`. Memory per target: the batch being applied (at most `max_bytes` of records, and
-//! copies of their values while they are decoded and written) plus librdkafka's prefetch (at
-//! most 4 MB queued and one fetch of at most 4 MB).
+//! `linger`. Memory per target: the batch being applied (at most `max_bytes` of records, plus
+//! one copy of their values: decoded, then encoded for Postgres; see `Store::pipelined`) plus
+//! librdkafka's prefetch (at most 4 MB queued and one fetch of at most 4 MB).
 //!
 //! There is no group rebalance: each target is exactly one consumer, so it takes all
 //! partitions itself (`assign`, not `subscribe`) and the broker keeps no offsets for it. The

@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::projection::{Change, Op, Position};
+use crate::value::Text;
 
 /// A change waiting in `walcast_held`, or one of this batch that may have to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub(crate) struct Snapshot {
 pub(crate) struct RowWrite {
     pub(crate) key: String,
     pub(crate) pos: Position,
-    pub(crate) values: Vec<Option<String>>,
+    pub(crate) values: Vec<Option<Text>>,
 }
 
 /// Some columns of an existing row; `values` follow the column set the write is filed under.
@@ -76,7 +77,7 @@ pub(crate) struct RowWrite {
 pub(crate) struct PatchWrite {
     pub(crate) key: String,
     pub(crate) pos: Position,
-    pub(crate) values: Vec<Option<String>>,
+    pub(crate) values: Vec<Option<Text>>,
 }
 
 /// The writes of one table for one batch.
@@ -120,8 +121,8 @@ impl TablePlan {
 }
 
 enum Pending {
-    Upsert(Vec<Option<String>>),
-    Update(BTreeMap<usize, Option<String>>),
+    Upsert(Vec<Option<Text>>),
+    Update(BTreeMap<usize, Option<Text>>),
     Delete,
 }
 

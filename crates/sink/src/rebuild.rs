@@ -120,7 +120,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         let after = applied.with_records(&projections, &records, &stored);
         batch.applied_lsn = after.floor(&partitions);
         match store
-            .apply(&projections, &batch, &records, &stored, &dlq)
+            .apply(&projections, &mut batch, &records, &stored, &dlq)
             .await?
         {
             Outcome::Committed(stats) => {
@@ -147,12 +147,12 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
     // Everything below the watermarks read at the start is applied, and an event older than
     // one of them was on the topic before them: the greatest LSN applied is a true figure.
     if let Some(lsn) = applied.max() {
-        let batch = Batch {
+        let mut batch = Batch {
             applied_lsn: Some(lsn),
             ..Batch::default()
         };
         store
-            .apply(&projections, &batch, &[], &stored, &dlq)
+            .apply(&projections, &mut batch, &[], &stored, &dlq)
             .await?;
     }
     let _ = store.client().execute(sql::REBUILD_UNLOCK, &[&group]).await;

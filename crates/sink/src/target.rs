@@ -291,7 +291,7 @@ async fn consume(
             let started = std::time::Instant::now();
             let dlq = ctx.dlq.clone();
             match store
-                .apply(&ctx.projections, &batch, &records, &stored, &dlq)
+                .apply(&ctx.projections, &mut batch, &records, &stored, &dlq)
                 .await
             {
                 Ok(Outcome::Committed(stats)) => {

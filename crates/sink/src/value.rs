@@ -3,7 +3,11 @@
 //! Every value is checked here, in Rust, before it reaches SQL: a wrong type in one event must
 //! become a dead-letter entry, not a failed transaction for the whole batch.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde_json::Value;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::config::ColumnType;
 use crate::{text, timestamp};
@@ -12,12 +16,53 @@ use crate::{text, timestamp};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TypeMismatch(pub(crate) String);
 
+/// A column value's text, shared: a change, the plan folded from it and the statement
+/// arguments written from the plan hold one copy of it (values may be about 1 MB each).
+pub(crate) type Text = Arc<str>;
+
+/// A [`Text`] as a statement argument (text, or whatever Postgres casts text to).
+#[derive(Debug, Clone)]
+pub(crate) struct SqlText(pub(crate) Text);
+
+impl ToSql for SqlText {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        (&*self.0).to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
 /// The canonical text of `v` for a column of type `ty`, or why it does not fit.
 pub(crate) fn to_sql_text(
     ty: ColumnType,
     max_chars: Option<usize>,
     v: &Value,
 ) -> Result<String, TypeMismatch> {
+    checked(ty, max_chars, v).map(Cow::into_owned)
+}
+
+/// [`to_sql_text`] as a shared column value: a text value is copied once, from the payload.
+pub(crate) fn to_text(
+    ty: ColumnType,
+    max_chars: Option<usize>,
+    v: &Value,
+) -> Result<Text, TypeMismatch> {
+    checked(ty, max_chars, v).map(|t| Text::from(&*t))
+}
+
+fn checked(
+    ty: ColumnType,
+    max_chars: Option<usize>,
+    v: &Value,
+) -> Result<Cow<'_, str>, TypeMismatch> {
     let wrong = |want: &str| TypeMismatch(format!("expected {want}, got {}", kind(v)));
     let text = match (ty, v) {
         (ColumnType::Uuid, Value::String(s)) => uuid::Uuid::parse_str(s)
@@ -25,7 +70,7 @@ pub(crate) fn to_sql_text(
             .hyphenated()
             .to_string(),
         (ColumnType::Uuid, _) => return Err(wrong("a UUID string")),
-        (ColumnType::Text, Value::String(s)) => s.clone(),
+        (ColumnType::Text, Value::String(s)) => return within(max_chars, Cow::Borrowed(s)),
         (ColumnType::Text, _) => return Err(wrong("a string")),
         (ColumnType::Numeric, Value::String(s)) if is_decimal(s) => s.trim().to_owned(),
         (ColumnType::Numeric, Value::String(s)) => {
@@ -60,6 +105,11 @@ pub(crate) fn to_sql_text(
         (ColumnType::Timestamptz, _) => return Err(wrong("an ISO 8601 timestamp string")),
         (ColumnType::Jsonb, v) => v.to_string(),
     };
+    within(max_chars, Cow::Owned(text))
+}
+
+/// `text` if it has at most `max_chars` characters and no NUL.
+fn within(max_chars: Option<usize>, text: Cow<'_, str>) -> Result<Cow<'_, str>, TypeMismatch> {
     if let Some(max) = max_chars {
         let n = text.chars().count();
         if n > max {

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{Change, EventRule, Op, Position, Projections, RejectKind, Rejection, Source};
 use crate::config::Action;
+use crate::value::Text;
 use crate::{text, timestamp, value};
 
 fn reject(kind: RejectKind, detail: impl Into<String>) -> Rejection {
@@ -201,7 +202,7 @@ impl Projections {
         event_type: &str,
         rule: &EventRule,
         payload: &Map<String, Value>,
-    ) -> Result<Vec<(usize, Option<String>)>, Rejection> {
+    ) -> Result<Vec<(usize, Option<Text>)>, Rejection> {
         let table = &self.tables[rule.table];
         let mut out = Vec::with_capacity(rule.sets.len());
         for (ci, source) in &rule.sets {
@@ -212,7 +213,7 @@ impl Projections {
                     None if *optional => None,
                     None => return Err(missing(event_type, name)),
                     Some(v) => Some(
-                        value::to_sql_text(col.ty, col.max_chars, v)
+                        value::to_text(col.ty, col.max_chars, v)
                             .map_err(|m| wrong(event_type, name, m.0))?,
                     ),
                 },

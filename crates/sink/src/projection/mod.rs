@@ -21,7 +21,7 @@ pub(crate) use template::{ColRef, Template};
 
 use crate::config::{Action, ColumnType, EnvelopeConfig, FieldSource, SinkConfig};
 use crate::error::{Error, Result};
-use crate::value;
+use crate::value::{self, Text};
 
 /// The compiled mapping of a connector file.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ struct EventRule {
 #[derive(Debug)]
 enum Source {
     Field { name: String, optional: bool },
-    Const(Option<String>),
+    Const(Option<Text>),
 }
 
 #[derive(Debug)]
@@ -97,9 +97,9 @@ pub(crate) struct Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
     /// Every data column, in table order.
-    Upsert(Vec<Option<String>>),
+    Upsert(Vec<Option<Text>>),
     /// Some data columns, ascending by index.
-    Update(Vec<(usize, Option<String>)>),
+    Update(Vec<(usize, Option<Text>)>),
     Delete,
 }
 
@@ -271,7 +271,7 @@ fn compile_event(
                 },
                 (None, Some(Value::Null)) if col.nullable => Source::Const(None),
                 (None, Some(v)) => Source::Const(Some(
-                    value::to_sql_text(col.ty, col.max_chars, v)
+                    value::to_text(col.ty, col.max_chars, v)
                         .map_err(|m| fail(format!("column {column}: constant {v}: {}", m.0)))?,
                 )),
                 _ => return Err(fail(format!("column {column}: give either field or value"))),

@@ -110,7 +110,7 @@ fn product_created_decodes_into_a_whole_row() {
     );
     assert_eq!(
         row,
-        ["SKU-1", "Mug", "A mug", "12.50", "EUR", "true"].map(|s| Some(s.to_owned()))
+        ["SKU-1", "Mug", "A mug", "12.50", "EUR", "true"].map(|s| Some(s.into()))
     );
 }
 
@@ -141,7 +141,7 @@ fn updates_set_only_their_columns_and_constants() {
     let p = shipped();
     let body = json!({"productId": PRODUCT, "version": 4}).to_string();
     let c = decode(&p, &record("ProductDeactivated", &[], &body)).unwrap();
-    assert!(matches!(&c.op, Op::Update(set) if set == &vec![(5, Some("false".to_owned()))]));
+    assert!(matches!(&c.op, Op::Update(set) if set == &vec![(5, Some("false".into()))]));
     let c = decode(&p, &record("ProductDeleted", &[], &body)).unwrap();
     assert!(matches!(c.op, Op::Delete));
 }

@@ -9,6 +9,7 @@ use tokio_postgres::{GenericClient, Row, Statement, Transaction};
 use crate::error::{Error, Result};
 use crate::plan::{self, Held, Snapshot, TablePlan};
 use crate::projection::{Change, Op, Position, Projections, Rejection, Table};
+use crate::value::{SqlText, Text};
 use crate::{sql, timestamp};
 
 /// Counts of one batch.
@@ -97,7 +98,7 @@ impl Exec {
 /// The keys, data columns, versions and occurred-at times of some writes, as array arguments.
 fn row_args<'r>(
     mut e: Exec,
-    rows: impl Iterator<Item = (&'r str, &'r Position, &'r [Option<String>])> + Clone,
+    rows: impl Iterator<Item = (&'r str, &'r Position, &'r [Option<Text>])> + Clone,
     columns: usize,
 ) -> Exec {
     e = e.arg(
@@ -108,31 +109,56 @@ fn row_args<'r>(
     for i in 0..columns {
         e = e.arg(
             rows.clone()
-                .map(|r| r.2[i].clone())
-                .collect::<Vec<Option<String>>>(),
+                .map(|r| r.2[i].clone().map(SqlText))
+                .collect::<Vec<Option<SqlText>>>(),
         );
     }
     e = e.arg(rows.clone().map(|r| r.1.version).collect::<Vec<i64>>());
     e.arg(rows.map(|r| occurred(r.1)).collect::<Vec<Option<String>>>())
 }
 
-/// The statements that carry out `plan` on `table`: one per write shape.
+/// The most value bytes one write statement carries (more rows go into more statements of
+/// the same shape, sent in the same round trip): the client encodes each statement whole
+/// and copies it once more into the connection's write buffer, which keeps its size.
+const STATEMENT_BYTES: usize = 1024 * 1024;
+
+/// `rows` in runs of at most [`STATEMENT_BYTES`] of values (at least one row each).
+fn runs<R>(rows: &[R], values: impl Fn(&R) -> &[Option<Text>]) -> Vec<&[R]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in rows.iter().enumerate() {
+        let size: usize = values(r).iter().flatten().map(|v| v.len()).sum();
+        if i > start && bytes + size > STATEMENT_BYTES {
+            out.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
+/// The statements that carry out `plan` on `table`: one per write shape (or more, by
+/// [`STATEMENT_BYTES`]).
 pub(crate) fn writes(table: &Table, plan: &TablePlan) -> Vec<Exec> {
     let mut out = Vec::new();
-    if !plan.upserts.is_empty() {
-        let rows = plan
-            .upserts
+    for rows in runs(&plan.upserts, |r| &r.values) {
+        let rows = rows
             .iter()
             .map(|r| (r.key.as_str(), &r.pos, r.values.as_slice()));
         let e = Exec::new(sql::upsert(table), format!("upserting into {}", table.name));
         out.push(row_args(e, rows, table.columns.len()));
     }
     for (set, rows) in &plan.updates {
-        let rows = rows
-            .iter()
-            .map(|r| (r.key.as_str(), &r.pos, r.values.as_slice()));
-        let e = Exec::new(sql::update(table, set), format!("updating {}", table.name));
-        out.push(row_args(e, rows, set.len()));
+        for rows in runs(rows, |r| &r.values) {
+            let rows = rows
+                .iter()
+                .map(|r| (r.key.as_str(), &r.pos, r.values.as_slice()));
+            let e = Exec::new(sql::update(table, set), format!("updating {}", table.name));
+            out.push(row_args(e, rows, set.len()));
+        }
     }
     if !plan.deletes.is_empty() {
         let rows = plan.deletes.iter().map(|(k, p)| (k.as_str(), p, &[][..]));
@@ -224,12 +250,12 @@ pub(crate) fn hold_key(projections: &Projections, change: &Change, error: &str) 
 /// `{"update": {…}}` or `"delete"`; columns by name, so a held change outlives a reordering
 /// of the mapping.
 fn encode(table: &Table, op: &Op) -> String {
-    let columns = |set: &mut dyn Iterator<Item = (usize, &Option<String>)>| {
+    let columns = |set: &mut dyn Iterator<Item = (usize, &Option<Text>)>| {
         set.map(|(i, v)| {
             let name = (table.columns.get(i))
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
-            let v = (v.clone()).map_or(serde_json::Value::Null, serde_json::Value::String);
+            let v = v.as_deref().map_or(serde_json::Value::Null, |v| v.into());
             (name, v)
         })
         .collect::<serde_json::Map<_, _>>()
@@ -250,7 +276,7 @@ fn encode(table: &Table, op: &Op) -> String {
 fn decode_columns(
     table: &Table,
     v: &serde_json::Value,
-) -> std::result::Result<Vec<(usize, Option<String>)>, String> {
+) -> std::result::Result<Vec<(usize, Option<Text>)>, String> {
     let obj = v.as_object().ok_or("the columns are not an object")?;
     let mut out = Vec::with_capacity(obj.len());
     for (name, v) in obj {
@@ -258,7 +284,7 @@ fn decode_columns(
             .ok_or_else(|| format!("column {name} is no longer a data column of {}", table.name))?;
         let v = match v {
             serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::String(s) => Some(Text::from(s.as_str())),
             other => return Err(format!("column {name} holds {other}, not text")),
         };
         out.push((i, v));
@@ -448,15 +474,51 @@ pub(crate) async fn apply_table(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::plan::RowWrite;
     use crate::projection::tests::shipped;
+
+    #[test]
+    fn write_statements_split_at_a_megabyte_of_values_and_never_split_a_row() {
+        let row = |bytes: usize| RowWrite {
+            key: "k".into(),
+            pos: Position {
+                version: 1,
+                occurred_at: None,
+            },
+            values: vec![Some("x".repeat(bytes).into()), None],
+        };
+        let small: Vec<RowWrite> = (0..1000).map(|_| row(300)).collect();
+        assert_eq!(
+            runs(&small, |r| &r.values).len(),
+            1,
+            "small events: one statement"
+        );
+        let big: Vec<RowWrite> = (0..16).map(|_| row(990_000)).collect();
+        let split = runs(&big, |r| &r.values);
+        assert_eq!(split.len(), 16, "one ~1 MB row per statement");
+        assert!(split.iter().all(|r| r.len() == 1));
+        let mixed = [
+            row(600_000),
+            row(400_000),
+            row(100_000),
+            row(2_000_000),
+            row(1),
+        ];
+        let split: Vec<usize> = runs(&mixed, |r| &r.values)
+            .iter()
+            .map(|r| r.len())
+            .collect();
+        assert_eq!(split, [2, 1, 1, 1], "a row over the limit goes alone");
+        assert!(runs(&[] as &[RowWrite], |r| &r.values).is_empty());
+    }
 
     #[test]
     fn a_held_change_reads_back_as_it_was_written_by_column_name() {
         let p = shipped();
         let t = &p.tables[0];
         let n = t.columns.len();
-        let row: Vec<Option<String>> = (0..n)
-            .map(|i| (i != 2).then(|| format!("v{i} \"é\" \u{1}")))
+        let row: Vec<Option<Text>> = (0..n)
+            .map(|i| (i != 2).then(|| format!("v{i} \"é\" \u{1}").into()))
             .collect();
         for op in [
             Op::Upsert(row),

@@ -39,7 +39,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 use tracing::{debug, warn};
 use walcast_replication::ConnectConfig;
@@ -175,27 +174,32 @@ impl Store {
     /// The transaction normally takes two round trips ([`Store::pipelined`]); a batch with a
     /// value the database refuses is rolled back and applied again event by event
     /// ([`Store::careful`]), so that only the refused events go to the DLQ.
+    ///
+    /// The batch's decoded changes are given up on the way (see [`Store::pipelined`]); the
+    /// careful path decodes the records again.
     pub(crate) async fn apply(
         &mut self,
         projections: &Projections,
-        batch: &Batch,
+        batch: &mut Batch,
         records: &[rdkafka::message::OwnedMessage],
         expected: &BTreeMap<i32, i64>,
         dlq: &Dlq,
     ) -> Result<Outcome> {
         let work = Work {
             projections,
-            batch,
             records,
             expected,
             dlq,
         };
         let mut dlq_sent = false;
-        match self.pipelined(&work, &mut dlq_sent).await {
+        match self.pipelined(&work, batch, &mut dlq_sent).await {
             Err(e) if e.is_data_error() => {
                 self.rollback().await?;
                 warn!(target = %self.target, error = %e, "the batch has values the database refuses; applying it event by event");
-                self.careful(&work, dlq_sent).await
+                if batch.changes.is_empty() {
+                    batch.changes = crate::target::decode(projections, records, expected).changes;
+                }
+                self.careful(&work, batch, dlq_sent).await
             }
             Err(e) => {
                 // The connection is dropped by the caller; a rollback is only tidiness.
@@ -221,10 +225,18 @@ impl Store {
     /// commit), and the second round trip sends every write, the offsets, the applied LSN and
     /// `COMMIT`. Statements go out in order on the one connection, so a failing statement
     /// aborts the transaction and the `COMMIT` behind it rolls back.
-    async fn pipelined(&mut self, work: &Work<'_>, dlq_sent: &mut bool) -> Result<Outcome> {
-        let Work {
-            projections, batch, ..
-        } = *work;
+    ///
+    /// Memory: a batch's column values (up to `max_bytes`) are held once, shared by the
+    /// changes, the plan and the statement arguments; before the second round trip the
+    /// changes and the plan let go of them, so each statement's values are freed as the
+    /// client encodes it, and the values and their encoding are not both whole in memory.
+    async fn pipelined(
+        &mut self,
+        work: &Work<'_>,
+        batch: &mut Batch,
+        dlq_sent: &mut bool,
+    ) -> Result<Outcome> {
+        let projections = work.projections;
         let target = self.target.clone();
         let pg = |what: &str| Error::pg(&target, what.to_owned());
         let client = &self.client;
@@ -335,6 +347,10 @@ impl Store {
             execs.extend(apply::writes(table, &plan));
         }
         execs.extend(self.bookkeeping(batch));
+        drop(by_table);
+        drop(keys);
+        // The statement arguments now hold the only references to the values.
+        batch.changes = Vec::new();
 
         let dead = work.letters(&batch.rejected);
         work.dlq.send_all(&dead).await?;
@@ -348,12 +364,11 @@ impl Store {
             statements.push(apply::stmt(cache, client, &target, &e.sql).await?);
         }
         let mut second: Vec<Flight<'_, u64>> = Vec::with_capacity(execs.len() + 1);
-        for (e, s) in execs.iter().zip(&statements) {
+        for (e, s) in execs.into_iter().zip(&statements) {
+            // The arguments move into the client, which drops them once encoded.
+            let apply::Exec { what, args, .. } = e;
             second.push(Box::pin(async move {
-                client
-                    .execute_raw(s, e.args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)))
-                    .await
-                    .map_err(pg(&e.what))
+                client.execute_raw(s, args).await.map_err(pg(&what))
             }));
         }
         second.push(Box::pin(async {
@@ -394,10 +409,8 @@ impl Store {
 
     /// The batch event by event, each in a savepoint: an event the database refuses is rolled
     /// back alone and sent to the DLQ (with the poison records, unless `dlq_sent` already).
-    async fn careful(&mut self, work: &Work<'_>, dlq_sent: bool) -> Result<Outcome> {
-        let Work {
-            projections, batch, ..
-        } = *work;
+    async fn careful(&mut self, work: &Work<'_>, batch: &Batch, dlq_sent: bool) -> Result<Outcome> {
+        let projections = work.projections;
         let target = self.target.clone();
         let pg = |what: &str| Error::pg(&target, what.to_owned());
         let execs = self.bookkeeping(batch);
@@ -490,7 +503,6 @@ async fn locked_offsets(
 /// What one batch transaction works on.
 struct Work<'a> {
     projections: &'a Projections,
-    batch: &'a Batch,
     records: &'a [rdkafka::message::OwnedMessage],
     /// What the task believes `walcast_offsets` holds.
     expected: &'a BTreeMap<i32, i64>,
