@@ -69,9 +69,9 @@ pub struct BatchConfig {
     pub linger_ms: u64,
     /// Most record bytes (key, value, headers) in one batch: a batch closes at `max_events` or
     /// `max_bytes`, whichever comes first; a single larger record is a batch of its own. A
-    /// target holds a small multiple of this while it applies a batch (records, decoded values,
-    /// statement arguments; docs/benchmarks.md), so it bounds the sink's memory behind a
-    /// backlog of large events.
+    /// target holds about twice this while it applies a batch (the records and one shared copy
+    /// of their values; docs/benchmarks.md), so it bounds the sink's memory behind a backlog of
+    /// large events.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
 }
