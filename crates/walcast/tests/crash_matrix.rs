@@ -106,23 +106,25 @@ async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng)
         // cut makes the server send it again from its Begin). The source reads at most
         // IN_FLIGHT records ahead of the acknowledgements, so a cut before rows - IN_FLIGHT
         // acknowledgements lands before the source has read the Commit.
-        let span = rows.saturating_sub(IN_FLIGHT).max(1) as f64;
-        let at = base + span * rng.between(5, 80) as f64 / 100.0;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while published().await < at && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The walsender's pid is read before waiting, so the cut follows the last reading of
+        // the acknowledgements by one statement only.
         let pid = active_pid(&write, &stack.slot).await;
-        let now = published().await;
-        let done = now - base;
-        base = now;
+        let span = rows.saturating_sub(IN_FLIGHT).max(1) as f64;
+        let at = base + span * rng.between(5, 60) as f64 / 100.0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut now = published().await;
+        while now < at && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            now = published().await;
+        }
         if let Some(pid) = pid {
             write
                 .execute("SELECT pg_terminate_backend($1)", &[&pid])
                 .await
                 .unwrap();
         }
-        notes.push(format!("cut at {done}"));
+        notes.push(format!("cut at {}", now - base));
+        base = now;
         // Wait for the walsender to come back before the next cut.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
