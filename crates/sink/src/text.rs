@@ -30,15 +30,10 @@ pub(crate) fn echo_json(v: &Value) -> String {
     }
 }
 
-/// The greatest index `<= at` that does not fall inside a UTF-8 sequence of `b`. Binary data
-/// (no UTF-8) moves back at most three bytes.
+/// The greatest index `<= at` that does not fall inside a UTF-8 sequence of `b` (the shared
+/// rule of [`walcast_config::text::prefix_bytes`]).
 fn boundary(b: &[u8], at: usize) -> usize {
-    let mut i = at.min(b.len());
-    let floor = i.saturating_sub(3);
-    while i > floor && i < b.len() && (b[i] & 0xC0) == 0x80 {
-        i -= 1;
-    }
-    i
+    walcast_config::text::prefix_bytes(b, at).len()
 }
 
 /// `b` cut to at most `max` bytes at a character boundary, ending with `… [truncated, N bytes]`

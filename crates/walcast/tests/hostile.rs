@@ -56,8 +56,7 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
     let names = Names::for_db(&write);
     let dir = tempfile::tempdir().unwrap();
     let source_cfg = source_config(dir.path(), &write, &names, &[]);
-    let mut source = Proc::spawn("source", &["source", "--config", path_str(&source_cfg)]);
-    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut source = Proc::streaming_source(&source_cfg);
     let admin = free_port();
     let targets = [
         ("catalog_read", reads[0].dsn()),
@@ -388,8 +387,7 @@ fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
     let names = Names::for_db(&write);
     let dir = tempfile::tempdir().unwrap();
     let source_cfg = source_config(dir.path(), &write, &names, &[]);
-    let mut source = Proc::spawn("source", &["source", "--config", path_str(&source_cfg)]);
-    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut source = Proc::streaming_source(&source_cfg);
     let admin = free_port();
     let targets = [("catalog_read", read.dsn())];
     let sink_cfg = sink_config(dir.path(), &names.topic, &targets, admin);
@@ -506,8 +504,7 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
             ("# max_topics = 100", "max_topics = 2"),
         ],
     );
-    let mut source = Proc::spawn("source", &["source", "--config", path_str(&source_cfg)]);
-    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut source = Proc::streaming_source(&source_cfg);
     let payload = |n: u32| json!({"n": n}).to_string();
     // 90 euro signs (270 bytes): byte 40 of the topic name falls inside one, and the name is
     // longer than Kafka allows.
@@ -1169,8 +1166,7 @@ fn slot_dropped_under_a_running_source_with_create_false_stops_with_the_fix() {
         &names,
         &[("create = true", "create = false")],
     );
-    let mut source = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut source = Proc::streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     // Confirmed past the three events before the slot goes.
@@ -1208,8 +1204,7 @@ fn slot_dropped_under_a_running_source_with_create_true_is_created_again() {
     let (db, names) = prepared_write_db("hostile_slot_create");
     let dir = tempfile::tempdir().unwrap();
     let cfg = source_config(dir.path(), &db, &names, &[]);
-    let mut source = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut source = Proc::streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     drop_slot_under_source(&db, &names.slot);
@@ -1258,8 +1253,7 @@ fn publication_dropped_under_a_running_source_is_named_with_the_way_out() {
         &names,
         &[("create = true", "create = false")],
     );
-    let mut source = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut source = Proc::streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     db.psql(&format!("DROP PUBLICATION {}", names.publication));
@@ -1285,8 +1279,7 @@ fn publication_dropped_with_create_true_is_created_again_but_the_gap_needs_the_s
     let (db, names) = prepared_write_db("hostile_pub_create");
     let dir = tempfile::tempdir().unwrap();
     let cfg = source_config(dir.path(), &db, &names, &[]);
-    let mut source = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-    source.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut source = Proc::streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     db.psql(&format!("DROP PUBLICATION {}", names.publication));
@@ -1311,8 +1304,7 @@ fn publication_dropped_with_create_true_is_created_again_but_the_gap_needs_the_s
         "SELECT pg_replication_slot_advance('{}', pg_current_wal_lsn())",
         names.slot
     ));
-    let mut third = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-    third.wait_for_log("source streaming", Duration::from_secs(90));
+    let mut third = Proc::streaming_source(&cfg);
     write_events(&db, 5..6);
     let got = wait_ids(&names.topic, 5..6);
     assert!(

@@ -246,6 +246,13 @@ impl Proc {
         Proc { name, child, log }
     }
 
+    /// `walcast source --config cfg`, once it logs that it streams (within 90 s).
+    pub fn streaming_source(cfg: &Path) -> Proc {
+        let mut source = Proc::spawn("source", &["source", "--config", path_str(cfg)]);
+        source.wait_for_log("source streaming", Duration::from_secs(90));
+        source
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
