@@ -19,11 +19,11 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), walcast_catalog::Error> {
 //! use walcast_catalog::{PoolOptions, WriteApi};
-//! use walcast_config::Dsn;
+//! use walcast_postgres::Dsn;
 //! use walcast_telemetry::metrics::Registry;
 //!
 //! let api = WriteApi::new(
-//!     &Dsn::new("host=127.0.0.1 port=5432 user=postgres dbname=catalog_write"),
+//!     &"host=127.0.0.1 port=5432 user=postgres dbname=catalog_write sslmode=prefer".parse()?,
 //!     PoolOptions::default(),
 //!     &Registry::default(),
 //! )?;
