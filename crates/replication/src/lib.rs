@@ -28,7 +28,8 @@
 //! to change.
 //!
 //! ```no_run
-//! use walcast_replication::{ChangeStream, ChangeStreamConfig, Dsn, Event};
+//! use walcast_postgres::Dsn;
+//! use walcast_replication::{ChangeStream, ChangeStreamConfig, Event};
 //!
 //! # async fn run() -> walcast_replication::Result<()> {
 //! let connect = Dsn::parse("host=127.0.0.1 user=walcast dbname=app sslmode=prefer")?;
