@@ -13,7 +13,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::admin::{self, Health};
 use walcast_telemetry::metrics::Registry;
 

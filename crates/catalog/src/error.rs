@@ -9,7 +9,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use crate::problem::Problem;
@@ -262,20 +261,10 @@ impl IntoResponse for Error {
     }
 }
 
-/// Connection loss, admin shutdown, serialization failure and deadlock are transient.
+/// Connection loss, admin shutdown, serialization failure, deadlock, too many connections:
+/// the table in [`walcast_postgres::sqlstate`].
 fn pg_retryable(e: &tokio_postgres::Error) -> bool {
-    match e.code() {
-        None => {
-            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-        }
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08")
-                || c.starts_with("57P")
-                || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-        }
-    }
+    walcast_postgres::sqlstate::connection_is_transient(e)
 }
 
 #[cfg(test)]

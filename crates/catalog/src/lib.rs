@@ -17,13 +17,13 @@
 //! * [`app::run`]: both, with the admin endpoints and the replica probe loop.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), walcast_catalog::Error> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use walcast_catalog::{PoolOptions, WriteApi};
-//! use walcast_config::Dsn;
+//! use walcast_postgres::Dsn;
 //! use walcast_telemetry::metrics::Registry;
 //!
 //! let api = WriteApi::new(
-//!     &Dsn::new("host=127.0.0.1 port=5432 user=postgres dbname=catalog_write"),
+//!     &Dsn::parse("host=127.0.0.1 port=5432 user=postgres dbname=catalog_write sslmode=prefer")?,
 //!     PoolOptions::default(),
 //!     &Registry::default(),
 //! )?;

@@ -1,15 +1,13 @@
-//! Connection pools (deadpool-postgres): one for the write database, one per read replica.
+//! Connection pools: one for the write database, one per read replica, built by
+//! [`walcast_postgres::pool`] (deadpool-postgres, TLS by the DSN's `sslmode`).
 //!
-//! deadpool earns its place over a hand-rolled pool by its timeouts: a replica that is down
-//! must fail a request within `connect_timeout`, not hang it, and a pool that is exhausted
-//! must answer 503 rather than queue forever. Connections that died (server restart) are
-//! noticed by `is_closed` when they come back to the pool and are replaced.
+//! A replica that is down must fail a request within `timeout`, not hang it, and a pool that
+//! is exhausted must answer 503 rather than queue forever.
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
-use walcast_config::Dsn;
+use deadpool_postgres::Pool;
+use walcast_postgres::{Dsn, PoolSettings};
 
 use crate::error::{Error, Result};
 
@@ -32,35 +30,18 @@ impl Default for PoolOptions {
 }
 
 /// Builds a pool; connections are opened lazily, so this succeeds while the database is down.
+/// A CA file that cannot be read fails here.
 pub(crate) fn build(dsn: &Dsn, options: PoolOptions) -> Result<Pool> {
     let PoolOptions { max_size, timeout } = options;
-    let mut config: tokio_postgres::Config = dsn.expose().parse().map_err(|e| {
-        Error::Config(format!(
-            "cannot parse the DSN {dsn}: {e}; fix the connection string"
-        ))
-    })?;
-    config.connect_timeout(timeout);
-    // DateStyle, TimeZone, … forced on every pooled connection, after the DSN's own options.
-    let options = walcast_config::session_options(config.get_options());
-    config.options(&options);
-    if config.get_application_name().is_none() {
-        config.application_name("walcast-catalog");
-    }
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+    walcast_postgres::pool(
+        dsn,
+        &PoolSettings {
+            max_size,
+            timeout,
+            application_name: "walcast-catalog",
         },
-    );
-    Pool::builder(manager)
-        .max_size(max_size.max(1))
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .build()
-        .map_err(|e| Error::Config(format!("building the connection pool for {dsn}: {e}")))
+    )
+    .map_err(|e| Error::Config(format!("the connection pool for {dsn}: {e}")))
 }
 
 #[cfg(test)]
@@ -69,15 +50,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bad_dsn_is_a_config_error_without_the_password() {
-        let e = build(
-            &Dsn::new("host=x password=hunter2 bogus_key=1"),
-            PoolOptions::default(),
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-        assert!(e.contains("cannot parse the DSN"), "{e}");
+    fn an_unreadable_ca_is_a_config_error_without_the_password() {
+        let dsn: Dsn =
+            "host=x password=hunter2 sslmode=verify-full sslrootcert=/nonexistent/ca.pem"
+                .parse()
+                .unwrap();
+        let e = build(&dsn, PoolOptions::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("catalog config"), "{e}");
+        assert!(
+            e.contains("cannot load sslrootcert /nonexistent/ca.pem"),
+            "{e}"
+        );
         assert!(!e.contains("hunter2"), "{e}");
     }
 
@@ -94,7 +80,7 @@ mod tests {
         )
         .unwrap();
         let dsn = format!("{} options='-c TimeZone=Asia/Tokyo'", pg.dsn("styled"));
-        let pool = build(&Dsn::new(dsn), PoolOptions::default()).unwrap();
+        let pool = build(&dsn.parse().unwrap(), PoolOptions::default()).unwrap();
         let client = pool.get().await.unwrap();
         let show = |s: &'static str| {
             let client = &client;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use deadpool_postgres::{Client, Pool};
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::metrics::Registry;
 
 use crate::error::{Error, Result};

@@ -25,7 +25,7 @@ use axum::routing::{post, put};
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::metrics::Registry;
 
 use crate::command::{self, Command};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use walcast_catalog::app::{self, AppConfig};
 use walcast_catalog::{KeyRetention, LagPolicy, PoolOptions, ReplicaConfig};
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
 
@@ -16,11 +16,11 @@ use crate::support::{read_db, shared_pg, wait_until, write_db};
 async fn serves_both_apis_with_admin_endpoints_until_shutdown() {
     let pg = shared_pg();
     let config = AppConfig {
-        write_dsn: Dsn::new(write_db(pg)),
+        write_dsn: Dsn::parse(&write_db(pg)).unwrap(),
         replicas: (1..=2)
             .map(|i| ReplicaConfig {
                 name: format!("replica-{i}"),
-                dsn: Dsn::new(read_db(pg)),
+                dsn: Dsn::parse(&read_db(pg)).unwrap(),
             })
             .collect(),
         pool: PoolOptions::default(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use walcast_catalog::app::{self, AppConfig};
 use walcast_catalog::{KeyRetention, LagPolicy, PoolOptions, QueryApi, ReplicaConfig};
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
 
@@ -49,7 +49,7 @@ async fn a_nul_character_in_a_text_field_or_the_query_is_a_400() {
     let query = QueryApi::new(
         &[ReplicaConfig {
             name: "replica-1".into(),
-            dsn: Dsn::new(read_db(shared_pg())),
+            dsn: Dsn::parse(&read_db(shared_pg())).unwrap(),
         }],
         LagPolicy::default(),
         PoolOptions::default(),
@@ -143,10 +143,10 @@ async fn idempotency_keys_older_than_the_window_are_pruned_and_recent_ones_kept(
     .unwrap();
     let registry = Registry::default();
     let config = AppConfig {
-        write_dsn: Dsn::new(write_dsn.clone()),
+        write_dsn: Dsn::parse(&write_dsn).unwrap(),
         replicas: vec![ReplicaConfig {
             name: "replica-1".into(),
-            dsn: Dsn::new(read_db(pg)),
+            dsn: Dsn::parse(&read_db(pg)).unwrap(),
         }],
         pool: PoolOptions::default(),
         lag: LagPolicy::default(),

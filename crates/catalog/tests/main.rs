@@ -8,5 +8,6 @@ mod app;
 mod hardening;
 mod query;
 mod support;
+mod tls;
 mod write;
 mod write_concurrency;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 use walcast_catalog::{LagPolicy, PoolOptions, QueryApi, ReplicaConfig};
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::metrics::Registry;
 use walcast_testkit::Postgres;
 
@@ -18,7 +18,7 @@ fn replicas(dsns: &[String]) -> Vec<ReplicaConfig> {
         .enumerate()
         .map(|(i, dsn)| ReplicaConfig {
             name: format!("replica-{}", i + 1),
-            dsn: Dsn::new(dsn.clone()),
+            dsn: Dsn::parse(dsn).unwrap(),
         })
         .collect()
 }

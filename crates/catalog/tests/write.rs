@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 use walcast_catalog::{PoolOptions, WriteApi};
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::metrics::Registry;
 
 use crate::support::http::{self, Response, request};
@@ -19,7 +19,12 @@ pub struct Env {
 pub async fn setup() -> Env {
     let dsn = write_db(shared_pg());
     let registry = Registry::default();
-    let api = WriteApi::new(&Dsn::new(dsn.clone()), PoolOptions::default(), &registry).unwrap();
+    let api = WriteApi::new(
+        &Dsn::parse(&dsn).unwrap(),
+        PoolOptions::default(),
+        &registry,
+    )
+    .unwrap();
     api.check().await.unwrap();
     Env {
         server: Server::start(api.router()).await,

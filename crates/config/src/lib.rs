@@ -22,13 +22,11 @@
 //! assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
 //! ```
 
-mod dsn;
 mod error;
 mod properties;
 mod session;
 pub mod text;
 
-pub use dsn::Dsn;
 pub use error::ConfigError;
 pub use properties::{KafkaProperties, is_secret_property};
 pub use session::{SESSION_SETTINGS, session_options};

@@ -4,7 +4,7 @@
 
 use figment::providers::Env;
 use serde::Deserialize;
-use walcast_config::{ConfigError, Dsn, load_with_env};
+use walcast_config::{ConfigError, load_with_env};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,7 +16,8 @@ struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Postgres {
-    dsn: Dsn,
+    // A plain string here; the DSN type and its redaction are tested in walcast-postgres.
+    dsn: String,
     slot: String,
 }
 
@@ -58,10 +59,7 @@ fn a_good_file_loads_with_defaults() {
     let c: Config = load_with_env(&path, no_env()).unwrap();
     assert_eq!(c.kafka.partitions, 3);
     assert_eq!(c.postgres.slot, "walcast");
-    assert!(
-        !format!("{c:?}").contains("s3cret"),
-        "debug output leaks the password"
-    );
+    assert!(c.postgres.dsn.starts_with("host=db"));
 }
 
 #[test]

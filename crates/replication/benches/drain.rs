@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use walcast_replication::{ChangeStream, ChangeStreamConfig, ConnectConfig, Event, Op};
+use walcast_postgres::Dsn;
+use walcast_replication::{ChangeStream, ChangeStreamConfig, Event, Op};
 use walcast_testkit::{Postgres, repo_root};
 
 /// Set in the child process that runs walcast's drain.
@@ -347,7 +348,7 @@ mod child {
     /// Streams until `expect` inserts were seen and their transaction
     /// committed, confirming every Commit as the pipeline would.
     async fn drain(dsn: &str, slot: &str, expect: u64) -> anyhow::Result<Duration> {
-        let mut config = ChangeStreamConfig::new(ConnectConfig::parse(dsn)?, slot, PUBLICATION);
+        let mut config = ChangeStreamConfig::new(Dsn::parse(dsn)?, slot, PUBLICATION);
         config.proto_version = 1;
         let started = Instant::now();
         let mut stream = ChangeStream::start(config).await?;

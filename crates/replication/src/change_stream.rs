@@ -52,21 +52,21 @@ use crate::change::{
     Event, Txn, TxnBegin, TxnCommit, TxnInterrupted, message_change, raw_row_change, row_change,
     truncate_changes,
 };
-use crate::config::ConnectConfig;
 use crate::connection::{ReplicationConnection, StartOptions, validate_slot_name};
 use crate::error::{Error, Precondition, Result};
 use crate::feedback::FeedbackStream;
 use crate::management::{
-    ServerFacts, TableName, connect_sql, ensure_publication, ensure_slot, preflight, slot_info,
+    ServerFacts, TableName, ensure_publication, ensure_slot, preflight, slot_info,
 };
 use crate::progress::DEFAULT_STATUS_INTERVAL;
+use walcast_postgres::Dsn;
 
 /// Settings of a [`ChangeStream`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ChangeStreamConfig {
     /// Where to connect (also used for the SQL management connection).
-    pub connect: ConnectConfig,
+    pub connect: Dsn,
     /// Replication slot.
     pub slot: String,
     /// Publication.
@@ -91,7 +91,7 @@ pub struct ChangeStreamConfig {
 impl ChangeStreamConfig {
     /// Protocol v2, status every 10 s, reconnect forever.
     pub fn new(
-        connect: ConnectConfig,
+        connect: Dsn,
         slot: impl Into<String>,
         publication: impl Into<String>,
     ) -> ChangeStreamConfig {
@@ -144,7 +144,7 @@ impl ChangeStream {
     /// then starts streaming.
     pub async fn start(config: ChangeStreamConfig) -> Result<ChangeStream> {
         validate_slot_name(&config.slot)?;
-        let client = connect_sql(&config.connect).await?;
+        let client = walcast_postgres::connect_sql(&config.connect).await?;
         if config.create {
             ensure_publication(&client, &config.publication, &config.tables).await?;
         }
@@ -266,7 +266,7 @@ impl ChangeStream {
     /// Connects and starts streaming at `max(confirmed, slot position)`.
     async fn open(&mut self) -> Result<FeedbackStream> {
         let cfg = &self.config;
-        let client = connect_sql(&cfg.connect).await?;
+        let client = walcast_postgres::connect_sql(&cfg.connect).await?;
         let slot = match slot_info(&client, &cfg.slot).await? {
             Some(slot) => slot,
             // Dropped under us. With `create` the slot is made again, at the current position:

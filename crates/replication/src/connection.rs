@@ -12,11 +12,11 @@ use postgres_protocol::message::frontend;
 use tracing::info;
 use walcast_pgoutput::Lsn;
 
-use crate::config::ConnectConfig;
 use crate::copy_both::ReplicationStream;
 use crate::error::{Error, Precondition, Result};
 use crate::startup::{self, Session};
 use crate::wire::{Backend, Wire, server_error, unexpected};
+use walcast_postgres::Dsn;
 
 /// Result of `IDENTIFY_SYSTEM`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +108,12 @@ pub(crate) type Row = Vec<Option<String>>;
 pub struct ReplicationConnection {
     wire: Wire,
     session: Session,
-    config: ConnectConfig,
+    config: Dsn,
 }
 
 impl ReplicationConnection {
     /// Connects with `replication=database` and authenticates.
-    pub async fn connect(config: &ConnectConfig) -> Result<ReplicationConnection> {
+    pub async fn connect(config: &Dsn) -> Result<ReplicationConnection> {
         let (wire, session) = startup::connect(config, true).await?;
         Ok(ReplicationConnection {
             wire,
@@ -308,7 +308,7 @@ impl ReplicationConnection {
     }
 
     /// The settings this connection was made with.
-    pub fn config(&self) -> &ConnectConfig {
+    pub fn config(&self) -> &Dsn {
         &self.config
     }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use std::io;
 
 use walcast_pgoutput::DecodeError;
+use walcast_postgres::sqlstate;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,7 +59,7 @@ pub enum Error {
     Decode(#[from] DecodeError),
 
     /// An error on the ordinary SQL (management) connection.
-    #[error("{context}: {text}{hint}", text = sql_text(source), hint = sql_hint(source))]
+    #[error("{context}: {text}{hint}", text = walcast_postgres::sql_text(source), hint = walcast_postgres::sql_hint(source))]
     Sql {
         /// What we were doing.
         context: String,
@@ -79,11 +80,8 @@ impl Error {
         match self {
             Error::Io { .. } | Error::Closed(_) => true,
             Error::Server(e) => e.is_retryable(),
-            Error::Sql { source, .. } => match source.code() {
-                Some(code) => sqlstate_is_retryable(code.code()),
-                // No SQLSTATE: the connection broke or timed out.
-                None => source.is_closed() || source_is_io(source),
-            },
+            // No SQLSTATE: retryable when the connection broke or timed out.
+            Error::Sql { source, .. } => sqlstate::connection_is_transient(source),
             Error::Precondition(p) => p.is_retryable(),
             Error::Config(_)
             | Error::Tls(_)
@@ -115,51 +113,21 @@ impl Error {
     }
 }
 
-/// The server's message (tokio-postgres prints only "db error" for it), or the driver error
-/// with its cause.
-fn sql_text(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        );
-    }
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    }
-}
-
-/// The fix for the connection errors an operator causes.
-fn sql_hint(e: &tokio_postgres::Error) -> &'static str {
-    match e.code().map(|c| c.code()) {
-        Some("28P01") | Some("28000") => {
-            "; the server rejected the credentials: fix user and password in the dsn (or the \
-             server's pg_hba.conf)"
+/// The same failure in this crate's terms, variant by variant, so a connection error reads
+/// and classifies the same whether it came from the transport or the replication protocol.
+impl From<walcast_postgres::Error> for Error {
+    fn from(e: walcast_postgres::Error) -> Error {
+        use walcast_postgres::Error as E;
+        match e {
+            E::Config(problem) => Error::Config(problem),
+            E::Io { context, source } => Error::Io { context, source },
+            E::Tls(problem) => Error::Tls(problem),
+            E::Protocol(problem) => Error::Protocol(problem),
+            E::Sql { context, source } => Error::Sql { context, source },
+            // The enum is non-exhaustive; a new kind of failure keeps its own text.
+            other => Error::Protocol(other.to_string()),
         }
-        Some("3D000") => "; the database does not exist: create it or fix dbname in the dsn",
-        _ => "",
     }
-}
-
-fn source_is_io(e: &tokio_postgres::Error) -> bool {
-    std::error::Error::source(e).is_some_and(|s| s.is::<io::Error>())
-}
-
-/// Whether a SQLSTATE names a condition that goes away by itself.
-///
-/// * `08` connection exceptions, `53` insufficient resources (too many
-///   connections, out of memory or disk), `57P01..57P05` admin/crash
-///   shutdown, "cannot connect now", idle timeouts, `40` serialization
-///   failures and deadlocks, and `55006` object in use (a replication slot
-///   still held by a walsender that is going away).
-pub fn sqlstate_is_retryable(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || code.starts_with("40")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "55006")
 }
 
 /// An `ErrorResponse` from the server, with its SQLSTATE.
@@ -193,9 +161,9 @@ impl ServerError {
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()
     }
-    /// See [`sqlstate_is_retryable`].
+    /// See [`walcast_postgres::sqlstate`].
     pub fn is_retryable(&self) -> bool {
-        sqlstate_is_retryable(&self.code)
+        sqlstate::is_transient(&self.code)
     }
 }
 
@@ -340,12 +308,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classifies_sqlstates() {
+    fn server_errors_use_the_shared_sqlstate_table() {
+        let server = |code: &str| ServerError {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: "m".into(),
+            detail: None,
+            hint: None,
+        };
         for code in ["08006", "08P01", "53300", "57P01", "55006", "40001"] {
-            assert!(sqlstate_is_retryable(code), "{code}");
+            assert!(Error::from(server(code)).is_retryable(), "{code}");
         }
         for code in ["42704", "42501", "55000", "0A000", "XX000", "28P01"] {
-            assert!(!sqlstate_is_retryable(code), "{code}");
+            assert!(!Error::from(server(code)).is_retryable(), "{code}");
         }
     }
 

@@ -5,7 +5,7 @@
 //!            │ preflight: version, wal_level, REPLICATION, publication tables, │
 //!            │ replica identity, slot (create if asked, in use by which pid?)  │
 //!            └─────────────────────────────────────────────────────────────────┘
-//!  ConnectConfig (DSN) ─▶ transport (TCP | Unix | TLS) ─▶ startup + auth (trust, password, md5, SCRAM)
+//!  Dsn (DSN) ─▶ transport (TCP | Unix | TLS) ─▶ startup + auth (trust, password, md5, SCRAM)
 //!                                  │
 //!          ReplicationConnection ──┤ IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT, START_REPLICATION
 //!                                  ▼
@@ -28,10 +28,11 @@
 //! to change.
 //!
 //! ```no_run
-//! use walcast_replication::{ChangeStream, ChangeStreamConfig, ConnectConfig, Event};
+//! use walcast_postgres::Dsn;
+//! use walcast_replication::{ChangeStream, ChangeStreamConfig, Event};
 //!
 //! # async fn run() -> walcast_replication::Result<()> {
-//! let connect = ConnectConfig::parse("host=127.0.0.1 user=walcast dbname=app sslmode=prefer")?;
+//! let connect = Dsn::parse("host=127.0.0.1 user=walcast dbname=app sslmode=prefer")?;
 //! let mut config = ChangeStreamConfig::new(connect, "walcast", "walcast_pub");
 //! config.create = true;
 //! config.tables = vec!["public.orders".parse()?];
@@ -51,7 +52,6 @@
 mod backoff;
 mod change;
 mod change_stream;
-mod config;
 mod connection;
 mod copy_both;
 mod error;
@@ -60,18 +60,16 @@ pub mod management;
 pub mod progress;
 mod startup;
 mod tail;
-mod transport;
 mod wire;
 
 pub use backoff::Backoff;
 pub use change::{Change, Event, Op, RawRow, TxnBegin, TxnCommit, TxnInterrupted};
 pub use change_stream::{ChangeStream, ChangeStreamConfig};
-pub use config::{ConnectConfig, Host, SslMode};
 pub use connection::{
     CreatedSlot, ReplicationConnection, SnapshotAction, StartOptions, SystemIdentity,
 };
 pub use copy_both::ReplicationStream;
-pub use error::{Error, Precondition, Result, ServerError, sqlstate_is_retryable};
+pub use error::{Error, Precondition, Result, ServerError};
 pub use feedback::FeedbackStream;
 pub use management::TableName;
 pub use progress::{DEFAULT_STATUS_INTERVAL, Progress};

@@ -21,10 +21,10 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tracing::debug;
 
-use crate::config::ConnectConfig;
 use crate::error::{Error, Result};
-use crate::transport::Stream;
 use crate::wire::{Backend, Wire, server_error, unexpected};
+use walcast_postgres::Dsn;
+use walcast_postgres::Stream;
 
 /// What the server told us at startup.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +35,7 @@ pub(crate) struct Session {
 
 /// Connects, authenticates and waits for `ReadyForQuery`, all within
 /// `connect_timeout` when one is set.
-pub(crate) async fn connect(config: &ConnectConfig, replication: bool) -> Result<(Wire, Session)> {
+pub(crate) async fn connect(config: &Dsn, replication: bool) -> Result<(Wire, Session)> {
     let fut = connect_inner(config, replication);
     match config.connect_timeout() {
         Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| {
@@ -51,7 +51,7 @@ pub(crate) async fn connect(config: &ConnectConfig, replication: bool) -> Result
     }
 }
 
-async fn connect_inner(config: &ConnectConfig, replication: bool) -> Result<(Wire, Session)> {
+async fn connect_inner(config: &Dsn, replication: bool) -> Result<(Wire, Session)> {
     let (stream, binding) = Stream::connect(config).await?;
     let mut wire = Wire::new(stream);
     let mut params = vec![
@@ -99,11 +99,7 @@ async fn connect_inner(config: &ConnectConfig, replication: bool) -> Result<(Wir
     Ok((wire, session))
 }
 
-async fn authenticate(
-    wire: &mut Wire,
-    config: &ConnectConfig,
-    binding: Option<Vec<u8>>,
-) -> Result<()> {
+async fn authenticate(wire: &mut Wire, config: &Dsn, binding: Option<Vec<u8>>) -> Result<()> {
     const DOING: &str = "authenticating";
     let password = || {
         config.password().ok_or_else(|| {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result, ServerError};
-use crate::transport::Stream;
+use walcast_postgres::Stream;
 
 const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 

@@ -1,7 +1,7 @@
 //! Authentication methods and Unix sockets, on a cluster with password hba lines.
 
-use walcast_replication::management::connect_sql;
-use walcast_replication::{ConnectConfig, Error, ReplicationConnection};
+use walcast_postgres::{Dsn, connect_sql};
+use walcast_replication::{Error, ReplicationConnection};
 use walcast_testkit::Postgres;
 
 use crate::support::ok;
@@ -34,7 +34,7 @@ async fn connect_both(pg: &Postgres, user: &str, password: &str) -> Result<(), E
         pg.port(),
         password.replace('\'', "\\'")
     );
-    let config = ConnectConfig::parse(&dsn)?;
+    let config = Dsn::parse(&dsn)?;
     let mut conn = ReplicationConnection::connect(&config).await?;
     conn.identify_system().await?;
     conn.close().await;
@@ -64,7 +64,7 @@ async fn scram_md5_and_cleartext_passwords() {
         assert!(!e.is_retryable());
     }
 
-    let config = ok(ConnectConfig::parse(&format!(
+    let config = ok(Dsn::parse(&format!(
         "host=127.0.0.1 port={} user=scram_u dbname=postgres",
         pg.port()
     )));
@@ -86,7 +86,7 @@ async fn unix_socket_and_url_dsn() {
         pg.socket_dir().display(),
         pg.port()
     );
-    let config = ok(ConnectConfig::parse(&dsn));
+    let config = ok(Dsn::parse(&dsn));
     let mut conn = ok(ReplicationConnection::connect(&config).await);
     ok(conn.identify_system().await);
     conn.close().await;
@@ -95,7 +95,7 @@ async fn unix_socket_and_url_dsn() {
         "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable&application_name=urltest",
         pg.port()
     );
-    let client = ok(connect_sql(&ok(ConnectConfig::parse(&url))).await);
+    let client = ok(connect_sql(&ok(Dsn::parse(&url))).await);
     let app: String = ok(client.query_one("SHOW application_name", &[]).await).get(0);
     assert_eq!(app, "urltest");
 }

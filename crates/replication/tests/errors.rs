@@ -1,7 +1,8 @@
 //! Operator-facing errors, checked before streaming.
 
+use walcast_postgres::Dsn;
 use walcast_replication::{
-    ChangeStream, ConnectConfig, Error, Lsn, Precondition, ReplicationConnection, StartOptions,
+    ChangeStream, Error, Lsn, Precondition, ReplicationConnection, StartOptions,
 };
 use walcast_testkit::Postgres;
 
@@ -39,7 +40,7 @@ async fn role_without_replication_is_refused() {
     .await;
     let mut config = db.stream_config(&["t"]);
     config.create = false;
-    config.connect = ok(ConnectConfig::parse(&format!(
+    config.connect = ok(Dsn::parse(&format!(
         "host=127.0.0.1 port={} user={role} dbname={}",
         shared_pg().port(),
         db.name

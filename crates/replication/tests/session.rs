@@ -2,8 +2,8 @@
 //! the database, the role or the DSN set: values (pgoutput's included) are parsed as text.
 
 use serde_json::json;
-use walcast_replication::management::connect_sql;
-use walcast_replication::{ChangeStream, ConnectConfig, ReplicationConnection};
+use walcast_postgres::{Dsn, connect_sql};
+use walcast_replication::{ChangeStream, ReplicationConnection};
 
 use crate::support::{TestDb, changes, collect_txns, json, ok, shared_pg};
 
@@ -20,7 +20,7 @@ async fn session_settings_are_forced_on_sql_and_replication_connections() {
     ))
     .await;
     // The DSN asks for another time zone too.
-    let config = ok(ConnectConfig::parse(&format!(
+    let config = ok(Dsn::parse(&format!(
         "{} options='-c TimeZone=Asia/Tokyo'",
         db.dsn
     )));

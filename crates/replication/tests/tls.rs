@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use walcast_replication::management::connect_sql;
-use walcast_replication::{ConnectConfig, Error, ReplicationConnection};
+use walcast_postgres::{Dsn, connect_sql};
+use walcast_replication::{Error, ReplicationConnection};
 use walcast_testkit::Postgres;
 
 use crate::support::ok;
@@ -81,7 +81,7 @@ async fn sslmode_require_verify_full_and_channel_binding() {
 
     for mode in ["require", "prefer"] {
         // SCRAM-SHA-256-PLUS: bound to the TLS channel.
-        let config = ok(ConnectConfig::parse(&format!("{base} sslmode={mode}")));
+        let config = ok(Dsn::parse(&format!("{base} sslmode={mode}")));
         let mut conn = ok(ReplicationConnection::connect(&config).await);
         ok(conn.identify_system().await);
         conn.close().await;
@@ -97,7 +97,7 @@ async fn sslmode_require_verify_full_and_channel_binding() {
     }
 
     let verified = format!("{base} sslmode=verify-full sslrootcert={}", crt.display());
-    let mut conn = ok(ReplicationConnection::connect(&ok(ConnectConfig::parse(&verified))).await);
+    let mut conn = ok(ReplicationConnection::connect(&ok(Dsn::parse(&verified))).await);
     ok(conn.identify_system().await);
     conn.close().await;
 
@@ -105,7 +105,7 @@ async fn sslmode_require_verify_full_and_channel_binding() {
         "{base} sslmode=verify-full sslrootcert={}",
         dir.path().join("other.crt").display()
     );
-    let e = match ReplicationConnection::connect(&ok(ConnectConfig::parse(&wrong_ca))).await {
+    let e = match ReplicationConnection::connect(&ok(Dsn::parse(&wrong_ca))).await {
         Ok(_) => panic!("verified a certificate against the wrong CA"),
         Err(e) => e,
     };
@@ -113,21 +113,20 @@ async fn sslmode_require_verify_full_and_channel_binding() {
     assert!(e.to_string().contains("did not verify"), "{e}");
     assert!(!e.is_retryable());
 
-    let e = match ReplicationConnection::connect(&ok(ConnectConfig::parse(&format!(
-        "{base} sslmode=disable"
-    ))))
-    .await
-    {
-        Ok(_) => panic!("plain-text login allowed"),
-        Err(e) => e,
-    };
+    let e =
+        match ReplicationConnection::connect(&ok(Dsn::parse(&format!("{base} sslmode=disable"))))
+            .await
+        {
+            Ok(_) => panic!("plain-text login allowed"),
+            Err(e) => e,
+        };
     assert_eq!(e.sqlstate(), Some("28000"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_require_against_a_server_without_tls() {
     let pg = crate::support::shared_pg();
-    let config = ok(ConnectConfig::parse(&format!(
+    let config = ok(Dsn::parse(&format!(
         "{} sslmode=require",
         pg.dsn("postgres")
     )));
@@ -142,7 +141,7 @@ async fn sslmode_require_against_a_server_without_tls() {
         "{e}"
     );
     // prefer falls back to plain text.
-    let config = ok(ConnectConfig::parse(&format!(
+    let config = ok(Dsn::parse(&format!(
         "{} sslmode=prefer",
         pg.dsn("postgres")
     )));

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use walcast_config::{Dsn, KafkaProperties};
+use walcast_config::KafkaProperties;
+use walcast_postgres::Dsn;
 
 use crate::error::{Error, Result};
 
@@ -327,9 +328,12 @@ impl SinkConfig {
                 ));
             }
         }
-        let mut dsns: Vec<&str> = self.targets.values().map(|t| t.dsn.expose()).collect();
-        dsns.sort_unstable();
-        if dsns.windows(2).any(|w| w[0] == w[1]) {
+        let dsns: Vec<&Dsn> = self.targets.values().map(|t| &t.dsn).collect();
+        if dsns
+            .iter()
+            .enumerate()
+            .any(|(i, a)| dsns[i + 1..].contains(a))
+        {
             return fail(
                 "two targets have the same dsn; each target needs its own database, since the \
                  offsets and processed events it keeps are per database"

@@ -57,6 +57,6 @@ pub async fn discard(config: &SinkConfig, target: &str, what: &Discard) -> Resul
     let t = target_config(config, target)?;
     let projections = Projections::compile(config)?;
     let group = config.group(target);
-    let mut store = Store::connect(target, t.dsn.expose(), &group, &config.kafka.topic).await?;
+    let mut store = Store::connect(target, &t.dsn, &group, &config.kafka.topic).await?;
     store.discard(&projections, what).await
 }

@@ -39,9 +39,9 @@ pub enum Error {
     #[error("target {target}: {source}{hint}", hint = connect_hint(source))]
     Connect {
         target: String,
-        // Boxed: the replication error is large and this path is cold.
+        // Boxed: the connection error is large and this path is cold.
         #[source]
-        source: Box<walcast_replication::Error>,
+        source: Box<walcast_postgres::Error>,
     },
 
     /// A statement on a target database failed.
@@ -125,21 +125,14 @@ impl Error {
     }
 }
 
-/// Connection-level failures and SQLSTATEs that clear by themselves.
+/// Connection-level failures and SQLSTATEs that clear by themselves
+/// ([`walcast_postgres::sqlstate`]).
 fn pg_retryable(e: &tokio_postgres::Error) -> bool {
-    let Some(code) = e.code() else {
+    match e.code() {
+        Some(code) => walcast_postgres::sqlstate::is_transient(code.code()),
         // No SQLSTATE: the connection failed or closed (I/O, server gone, TLS).
-        return true;
-    };
-    let code = code.code();
-    code.starts_with("08") // connection exception
-        || code.starts_with("40") // serialization failure, deadlock
-        || code.starts_with("53") // insufficient resources (disk full, too many connections)
-        || code.starts_with("57P") // admin / crash shutdown, cannot connect now
-        || code == "55P03" // lock not available
-        || code == "55006" // object in use
-        || code == "58000"
-        || code == "58030" // system / I/O error
+        None => true,
+    }
 }
 
 /// Longest server message quoted in an error.
@@ -164,7 +157,7 @@ fn pg_text(e: &tokio_postgres::Error) -> String {
 }
 
 /// The fix for a connection refused for a reason an operator causes.
-fn connect_hint(e: &walcast_replication::Error) -> &'static str {
+fn connect_hint(e: &walcast_postgres::Error) -> &'static str {
     match e.sqlstate() {
         Some("28P01") => {
             "; the target rejected the password: fix user/password in the target's dsn"

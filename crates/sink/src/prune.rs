@@ -60,7 +60,7 @@ struct Table {
 #[derive(Debug, Clone)]
 pub(crate) struct PruneCtx {
     pub(crate) target: String,
-    pub(crate) dsn: walcast_config::Dsn,
+    pub(crate) dsn: walcast_postgres::Dsn,
     pub(crate) group: String,
     pub(crate) topic: String,
     pub(crate) interval: Duration,
@@ -147,7 +147,7 @@ pub(crate) async fn run(ctx: PruneCtx, mut stop: watch::Receiver<bool>) -> Resul
             return Ok(());
         }
         if store.is_none() {
-            match Store::connect(&ctx.target, ctx.dsn.expose(), &ctx.group, &ctx.topic).await {
+            match Store::connect(&ctx.target, &ctx.dsn, &ctx.group, &ctx.topic).await {
                 Ok(s) => store = Some(s),
                 Err(e) => {
                     debug!(target = %ctx.target, error = %e, "pruning: target not reachable");

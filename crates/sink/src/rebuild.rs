@@ -57,7 +57,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
     let projections = Projections::compile(config)?;
     let schema = schema_files(config)?;
     let group = config.group(target);
-    let mut store = Store::connect(target, t.dsn.expose(), &group, &config.kafka.topic).await?;
+    let mut store = Store::connect(target, &t.dsn, &group, &config.kafka.topic).await?;
     store.apply_schema(&schema).await?;
     let started = Instant::now();
 

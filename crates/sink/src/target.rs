@@ -38,7 +38,7 @@ use crate::store::{Batch, Outcome, Store};
 pub(crate) struct TargetCtx {
     pub(crate) name: String,
     pub(crate) group: String,
-    pub(crate) dsn: walcast_config::Dsn,
+    pub(crate) dsn: walcast_postgres::Dsn,
     pub(crate) config: Arc<SinkConfig>,
     pub(crate) projections: Arc<Projections>,
     pub(crate) schema: Arc<Vec<(String, String)>>,
@@ -118,7 +118,7 @@ struct Synced {
 /// the schema files alter only what is missing, so re-applying them locks out no reader),
 /// reads the stored offsets, checks the partition count and seeks.
 async fn sync(ctx: &TargetCtx, source: &Source, schema: bool) -> Result<Synced> {
-    let store = Store::connect(&ctx.name, ctx.dsn.expose(), &ctx.group, source.topic()).await?;
+    let store = Store::connect(&ctx.name, &ctx.dsn, &ctx.group, source.topic()).await?;
     if schema {
         store.apply_schema(&ctx.schema).await?;
     }

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use walcast_config::{ConfigError, Dsn, KafkaProperties};
+use walcast_config::{ConfigError, KafkaProperties};
+use walcast_postgres::Dsn;
 use walcast_replication::{Backoff, TableName};
 
 use crate::outbox::TopicTemplate;

@@ -97,7 +97,7 @@ impl Error {
         match self {
             Error::Replication(e) => e.is_retryable(),
             Error::Postgres { source, .. } => match source.code() {
-                Some(code) => walcast_replication::sqlstate_is_retryable(code.code()),
+                Some(code) => walcast_postgres::sqlstate::is_transient(code.code()),
                 None => true,
             },
             Error::Kafka { source, .. } => !matches!(source, KafkaError::ClientCreation(_)),

@@ -63,8 +63,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
-use walcast_replication::management::connect_sql;
-use walcast_replication::{ChangeStream, ChangeStreamConfig, ConnectConfig};
+use walcast_postgres::connect_sql;
+use walcast_replication::{ChangeStream, ChangeStreamConfig};
 use walcast_telemetry::admin::{self, Health};
 use walcast_telemetry::metrics::Registry;
 
@@ -160,10 +160,15 @@ impl Source {
 
     async fn run_once(&self, stop: &mut watch::Receiver<bool>) -> Result<()> {
         let config = &self.config;
-        let connect = ConnectConfig::parse(config.postgres.dsn.expose())?
+        let connect = config
+            .postgres
+            .dsn
+            .clone()
             .with_application_name("walcast-source");
         self.health.set(false, "checking the outbox table");
-        let client = connect_sql(&connect).await?;
+        let client = connect_sql(&connect)
+            .await
+            .map_err(walcast_replication::Error::from)?;
         outbox::check_columns(&client, config).await?;
         drop(client);
 

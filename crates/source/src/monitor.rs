@@ -25,8 +25,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 use walcast_pgoutput::Lsn;
-use walcast_replication::ConnectConfig;
-use walcast_replication::management::connect_sql;
+use walcast_postgres::{Dsn, connect_sql};
 use walcast_telemetry::admin::Health;
 
 use crate::metrics::SourceMetrics;
@@ -38,7 +37,7 @@ pub const HEARTBEAT_PREFIX: &str = "walcast.heartbeat";
 /// What the monitor does and how often.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
-    pub connect: ConnectConfig,
+    pub connect: Dsn,
     pub slot: String,
     pub lag_interval: Duration,
     pub heartbeat_interval: Option<Duration>,

@@ -22,7 +22,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use walcast_catalog::app::{self, AppConfig};
 use walcast_catalog::{KeyRetention, LagPolicy, PoolOptions, ReplicaConfig};
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
 
@@ -93,17 +93,21 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|d| !d.trim().is_empty())
         .enumerate()
-        .map(|(i, dsn)| ReplicaConfig {
-            name: format!("replica-{}", i + 1),
-            dsn: Dsn::new(dsn.trim()),
+        .map(|(i, dsn)| {
+            // The value is not echoed: it may carry a password.
+            Ok(ReplicaConfig {
+                name: format!("replica-{}", i + 1),
+                dsn: Dsn::parse(dsn.trim())
+                    .with_context(|| format!("--read-dsn number {}", i + 1))?,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(
         !replicas.is_empty(),
         "no read replica: give at least one --read-dsn"
     );
     let config = AppConfig {
-        write_dsn: Dsn::new(args.write_dsn),
+        write_dsn: Dsn::parse(&args.write_dsn).context("--write-dsn")?,
         replicas,
         pool: PoolOptions {
             max_size: args.pool_size,

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use walcast_config::Dsn;
+use walcast_postgres::Dsn;
 
 /// The write model and outbox (database `catalog_write`).
 pub const WRITE_SQL: &str = include_str!("../../../sql/write.sql");
@@ -58,7 +58,7 @@ pub async fn run(args: SchemaArgs) -> anyhow::Result<()> {
             Ok(())
         }
         SchemaAction::Apply { schema, dsn } => {
-            let dsn = Dsn::new(dsn);
+            let dsn = Dsn::parse(&dsn).context("--dsn")?;
             apply(&dsn, schema.sql()).await?;
             tracing::info!(dsn = %dsn, schema = ?schema, "schema applied");
             Ok(())
@@ -68,10 +68,8 @@ pub async fn run(args: SchemaArgs) -> anyhow::Result<()> {
 
 /// Applies `sql` in one transaction, so a failure leaves the database as it was.
 pub async fn apply(dsn: &Dsn, sql: &str) -> anyhow::Result<()> {
-    let config = walcast_replication::ConnectConfig::parse(dsn.expose())
-        .with_context(|| format!("the dsn {dsn} does not parse"))?
-        .with_application_name("walcast-schema");
-    let mut client = walcast_replication::management::connect_sql(&config)
+    let config = dsn.clone().with_application_name("walcast-schema");
+    let mut client = walcast_postgres::connect_sql(&config)
         .await
         .with_context(|| format!("cannot connect to {dsn}"))?;
     let tx = client.transaction().await?;

@@ -16,7 +16,8 @@ use std::fmt;
 use std::io::BufWriter;
 
 use anyhow::Context as _;
-use walcast_replication::{ChangeStreamConfig, ConnectConfig, Lsn, TableName, tail};
+use walcast_postgres::Dsn;
+use walcast_replication::{ChangeStreamConfig, Lsn, TableName, tail};
 
 /// Arguments of `walcast wal tail`.
 #[derive(clap::Args)]
@@ -63,7 +64,7 @@ impl fmt::Debug for WalTailArgs {
 
 /// Runs `walcast wal tail`.
 pub async fn run(args: WalTailArgs) -> anyhow::Result<()> {
-    let mut connect = ConnectConfig::parse(&args.dsn).context("invalid --dsn")?;
+    let mut connect = Dsn::parse(&args.dsn).context("invalid --dsn")?;
     if connect.application_name().is_none() {
         connect = connect.with_application_name("walcast-wal-tail");
     }

@@ -8,10 +8,8 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use walcast_replication::management::connect_sql;
-use walcast_replication::{
-    Backoff, Change, ChangeStream, ChangeStreamConfig, ConnectConfig, Event, Lsn,
-};
+use walcast_postgres::{Dsn, connect_sql};
+use walcast_replication::{Backoff, Change, ChangeStream, ChangeStreamConfig, Event, Lsn};
 use walcast_testkit::{Postgres, unique_name};
 
 /// The shared cluster. Its processes die with the test binary.
@@ -44,8 +42,8 @@ impl TestDb {
         }
     }
 
-    pub fn connect_config(&self) -> ConnectConfig {
-        ok(ConnectConfig::parse(&self.dsn))
+    pub fn connect_config(&self) -> Dsn {
+        ok(Dsn::parse(&self.dsn))
     }
 
     /// A change-stream config that creates publication and slot for `tables`.

@@ -41,8 +41,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Row, Statement};
 use tracing::{debug, warn};
-use walcast_replication::ConnectConfig;
-use walcast_replication::management::connect_sql;
+use walcast_postgres::{Dsn, connect_sql};
 
 use crate::dlq::{DeadLetter, Dlq};
 use crate::error::{Error, Result};
@@ -94,17 +93,13 @@ impl std::fmt::Debug for Store {
 impl Store {
     pub(crate) async fn connect(
         target: &str,
-        dsn: &str,
+        dsn: &Dsn,
         group: &str,
         topic: &str,
     ) -> Result<Store> {
         // The source's DSN dialect and transport: TLS by sslmode (verify-full with
         // sslrootcert), SCRAM, TCP keepalive, and a password that never reaches a message.
-        let mut config = ConnectConfig::parse(dsn).map_err(|e| {
-            Error::Config(format!(
-                "target {target}: the dsn does not parse ({e}); fix dsn under [targets.{target}]"
-            ))
-        })?;
+        let mut config = dsn.clone();
         if config.application_name().is_none() {
             config = config.with_application_name("walcast-sink");
         }

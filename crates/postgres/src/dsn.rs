@@ -1,4 +1,4 @@
-//! Connection settings, parsed from a libpq-style DSN.
+//! The one DSN type: connection settings parsed from a libpq-style connection string.
 //!
 //! Both forms libpq accepts are understood:
 //!
@@ -9,11 +9,16 @@
 //! `<dir>/.s.PGSQL.<port>`). Unknown keys are rejected rather than ignored, so
 //! a typo fails at startup instead of silently connecting without TLS.
 //! Neither `Debug` nor `Display` ever prints the password.
+//!
+//! A [`Dsn`] is parsed once, when the connector file loads (`Deserialize`): a bad DSN is a
+//! config error naming the key, before anything connects.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{Error, Result};
 
@@ -37,11 +42,12 @@ pub enum SslMode {
 
 impl SslMode {
     /// Whether plain text is unacceptable.
-    pub(crate) fn requires_tls(self) -> bool {
+    pub fn requires_tls(self) -> bool {
         !matches!(self, SslMode::Disable | SslMode::Prefer)
     }
 
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The `sslmode` value as written in a DSN.
+    pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
@@ -81,7 +87,7 @@ pub enum Host {
 
 /// Settings for one connection (replication or ordinary SQL).
 #[derive(Clone, PartialEq, Eq)]
-pub struct ConnectConfig {
+pub struct Dsn {
     host: Host,
     port: u16,
     user: String,
@@ -94,9 +100,9 @@ pub struct ConnectConfig {
     options: Option<String>,
 }
 
-impl ConnectConfig {
+impl Dsn {
     /// Parses a key/value or URL DSN.
-    pub fn parse(dsn: &str) -> Result<ConnectConfig> {
+    pub fn parse(dsn: &str) -> Result<Dsn> {
         let dsn = dsn.trim();
         let pairs = if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
             parse_url(dsn)?
@@ -146,7 +152,8 @@ impl ConnectConfig {
     pub fn options(&self) -> Option<&str> {
         self.options.as_deref()
     }
-    pub(crate) fn password(&self) -> Option<&str> {
+    /// The password, for the login only; never print it.
+    pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
 
@@ -175,16 +182,28 @@ impl ConnectConfig {
     }
 }
 
-impl FromStr for ConnectConfig {
+impl FromStr for Dsn {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        ConnectConfig::parse(s)
+        Dsn::parse(s)
+    }
+}
+
+/// A string parsed as a DSN; the error names the problem, never the password (the loader adds
+/// the key and the file).
+impl<'de> Deserialize<'de> for Dsn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Dsn, D::Error> {
+        let text = String::deserialize(d)?;
+        Dsn::parse(&text).map_err(|e| match e {
+            Error::Config(problem) => serde::de::Error::custom(format!("invalid DSN: {problem}")),
+            other => serde::de::Error::custom(other),
+        })
     }
 }
 
 /// Key/value form, password shown as `********`. Parses back (without the
 /// password).
-impl fmt::Display for ConnectConfig {
+impl fmt::Display for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let host = match &self.host {
             Host::Tcp(h) => h.clone(),
@@ -215,9 +234,9 @@ impl fmt::Display for ConnectConfig {
     }
 }
 
-impl fmt::Debug for ConnectConfig {
+impl fmt::Debug for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectConfig")
+        f.debug_struct("Dsn")
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
@@ -302,7 +321,7 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self) -> Result<ConnectConfig> {
+    fn finish(self) -> Result<Dsn> {
         let host = match self.host.as_deref() {
             None | Some("") => Host::Tcp("localhost".to_owned()),
             Some(h) if h.contains(',') => {
@@ -321,7 +340,7 @@ impl Builder {
             Some(d) if !d.is_empty() => d,
             _ => user.clone(),
         };
-        Ok(ConnectConfig {
+        Ok(Dsn {
             host,
             port: self.port.unwrap_or(5432),
             user,
@@ -487,8 +506,8 @@ fn percent_decode(s: &str) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn cfg(s: &str) -> ConnectConfig {
-        match ConnectConfig::parse(s) {
+    fn cfg(s: &str) -> Dsn {
+        match Dsn::parse(s) {
             Ok(c) => c,
             Err(e) => panic!("{s}: {e}"),
         }
@@ -570,9 +589,37 @@ mod tests {
             ("password='open", "unterminated"),
             ("host=a,b", "several hosts"),
         ] {
-            match ConnectConfig::parse(dsn) {
+            match Dsn::parse(dsn) {
                 Ok(_) => panic!("{dsn} parsed"),
                 Err(e) => assert!(e.to_string().contains(needle), "{dsn}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_text_neither_panics_nor_leaks_the_password() {
+        // The parser walks characters, never byte offsets, so multi-byte characters next to
+        // '=', '@', ':', '?', a quote or whitespace are never split.
+        for dsn in [
+            "password='é\\€' host=ü",
+            "password=\u{1F600}\u{2003}dbname=ß",
+            "passwordé=x password=ü",
+            "password='unterminated é",
+            "postgres://ü:pä@ö/ß?password=é&x=ü",
+            "postgres://üser@hö:5432",
+            "\u{2003}password=é",
+        ] {
+            match Dsn::parse(dsn) {
+                Ok(c) => {
+                    let secret = c.password().unwrap_or("\0");
+                    assert!(!c.to_string().contains(secret), "{dsn} -> {c}");
+                    assert!(!format!("{c:?}").contains(secret), "{dsn} -> {c:?}");
+                }
+                Err(e) => {
+                    for secret in ["é\\€", "pä", "password=é", "password=ü"] {
+                        assert!(!e.to_string().contains(secret), "{dsn}: {e}");
+                    }
+                }
             }
         }
     }

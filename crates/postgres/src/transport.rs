@@ -10,25 +10,26 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_openssl::SslStream;
 use tracing::debug;
 
-use crate::config::{ConnectConfig, Host, SslMode};
+use crate::dsn::{Dsn, Host, SslMode};
 use crate::error::{Error, Result};
+use crate::tls;
 
 /// Idle time before the first TCP keepalive probe, and between probes.
 const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An established, possibly encrypted, byte stream to the server.
 #[derive(Debug)]
-pub(crate) enum Stream {
+pub enum Stream {
+    /// Plain TCP.
     Tcp(TcpStream),
+    /// A Unix socket.
     Unix(UnixStream),
+    /// TLS over TCP.
     Tls(Box<SslStream<TcpStream>>),
 }
 
@@ -37,17 +38,11 @@ impl Stream {
     ///
     /// Also returns the `tls-server-end-point` channel binding data (the hash
     /// of the server certificate) when TLS is in use, for SCRAM-SHA-256-PLUS.
-    pub(crate) async fn connect(config: &ConnectConfig) -> Result<(Stream, Option<Vec<u8>>)> {
+    pub async fn connect(config: &Dsn) -> Result<(Stream, Option<Vec<u8>>)> {
         match config.host() {
             Host::Unix(_) => {
                 let path = config.socket_path().unwrap_or_default();
-                if config.ssl_mode().requires_tls() {
-                    return Err(Error::Config(format!(
-                        "sslmode={} cannot be used with the Unix socket {}; connect over TCP (host=127.0.0.1) or use sslmode=prefer",
-                        config.ssl_mode().as_str(),
-                        path.display()
-                    )));
-                }
+                tls::check_unix_socket(config)?;
                 let s = UnixStream::connect(&path).await.map_err(|e| {
                     Error::io(format!("connecting to Unix socket {}", path.display()), e)
                 })?;
@@ -88,7 +83,7 @@ impl Stream {
 async fn negotiate_tls(
     mut tcp: TcpStream,
     host: &str,
-    config: &ConnectConfig,
+    config: &Dsn,
 ) -> Result<(Stream, Option<Vec<u8>>)> {
     let mut buf = BytesMut::new();
     postgres_protocol::message::frontend::ssl_request(&mut buf);
@@ -123,79 +118,20 @@ async fn negotiate_tls(
         }
     }
 
-    let ssl = tls_connector(config)?
-        .configure()
-        .and_then(|mut c| {
-            c.set_verify_hostname(config.ssl_mode() == SslMode::VerifyFull);
-            c.into_ssl(host)
-        })
-        .map_err(|e| Error::Tls(format!("configuring TLS: {e}")))?;
+    let ssl = tls::ssl(&tls::connector(config)?, config.ssl_mode(), host)?;
     let mut stream =
         SslStream::new(ssl, tcp).map_err(|e| Error::Tls(format!("configuring TLS: {e}")))?;
-    Pin::new(&mut stream).connect().await.map_err(|e| {
-        let verify = stream.ssl().verify_result();
-        if verify != openssl::x509::X509VerifyResult::OK {
-            Error::Tls(format!(
-                "server certificate of {host} did not verify ({}); give the issuing CA with sslrootcert=/path/ca.pem, or relax sslmode",
-                verify.error_string()
-            ))
-        } else {
-            Error::Tls(format!("TLS handshake with {host} failed: {e}"))
-        }
-    })?;
-    let binding = channel_binding(&stream);
+    Pin::new(&mut stream)
+        .connect()
+        .await
+        .map_err(|e| tls::handshake_error(host, stream.ssl(), e))?;
+    let binding = tls::channel_binding(stream.ssl());
     debug!(
         host,
         version = stream.ssl().version_str(),
         "TLS established"
     );
     Ok((Stream::Tls(Box::new(stream)), binding))
-}
-
-fn tls_connector(config: &ConnectConfig) -> Result<SslConnector> {
-    let err = |e: openssl::error::ErrorStack| Error::Tls(format!("configuring TLS: {e}"));
-    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(err)?;
-    let verify = match (config.ssl_mode(), config.ssl_root_cert()) {
-        (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
-            return Err(Error::Config(format!(
-                "sslmode={} needs the CA that signed the server certificate; set sslrootcert=/path/to/ca.pem (or sslrootcert=system for the system trust store)",
-                config.ssl_mode().as_str()
-            )));
-        }
-        // Like libpq: `require` checks the chain only when a CA is given.
-        (_, Some(root)) => {
-            if root.as_os_str() == "system" {
-                b.set_default_verify_paths().map_err(err)?;
-            } else {
-                b.set_ca_file(root).map_err(|e| {
-                    Error::Config(format!(
-                        "cannot load sslrootcert {}: {e}; point sslrootcert at a PEM CA file",
-                        root.display()
-                    ))
-                })?;
-            }
-            config.ssl_mode().requires_tls()
-        }
-        (_, None) => false,
-    };
-    b.set_verify(if verify {
-        SslVerifyMode::PEER
-    } else {
-        SslVerifyMode::NONE
-    });
-    Ok(b.build())
-}
-
-/// `tls-server-end-point` (RFC 5929): the server certificate hashed with the
-/// hash of its signature algorithm, SHA-256 for MD5 and SHA-1.
-fn channel_binding(stream: &SslStream<TcpStream>) -> Option<Vec<u8>> {
-    let cert = stream.ssl().peer_certificate()?;
-    let algo = cert.signature_algorithm().object().nid();
-    let digest = match algo.signature_algorithms().map(|a| a.digest) {
-        Some(Nid::MD5 | Nid::SHA1) | None => MessageDigest::sha256(),
-        Some(nid) => MessageDigest::from_nid(nid)?,
-    };
-    cert.digest(digest).ok().map(|d| d.to_vec())
 }
 
 impl AsyncRead for Stream {
