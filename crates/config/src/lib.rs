@@ -22,12 +22,14 @@
 //! assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
 //! ```
 
+mod backoff;
 mod dsn;
 mod error;
 mod properties;
 mod session;
 pub mod text;
 
+pub use backoff::Backoff;
 pub use dsn::Dsn;
 pub use error::ConfigError;
 pub use properties::{KafkaProperties, is_secret_property};

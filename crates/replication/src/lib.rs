@@ -48,7 +48,6 @@
 //! # }
 //! ```
 
-mod backoff;
 mod change;
 mod change_stream;
 mod config;
@@ -63,7 +62,6 @@ mod tail;
 mod transport;
 mod wire;
 
-pub use backoff::Backoff;
 pub use change::{Change, Event, Op, RawRow, TxnBegin, TxnCommit, TxnInterrupted};
 pub use change_stream::{ChangeStream, ChangeStreamConfig};
 pub use config::{ConnectConfig, Host, SslMode};

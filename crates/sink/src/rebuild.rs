@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::applied::Applied;
+use crate::batch::{self, Batch};
 use crate::config::{SinkConfig, TargetConfig};
 use crate::consumer::{Source, Watermarks};
 use crate::dlq::Dlq;
 use crate::error::{Error, Result};
 use crate::projection::Projections;
-use crate::store::{Batch, Outcome, Store};
-use crate::{schema_files, sql, target};
+use crate::store::{Outcome, Store};
+use crate::{schema_files, sql};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -116,7 +117,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
             continue;
         }
         idle_since = Instant::now();
-        let mut batch = target::decode(&projections, &records, &stored);
+        let mut batch = batch::decode(&projections, &records, &stored);
         let after = applied.with_records(&projections, &records, &stored);
         batch.applied_lsn = after.floor(&partitions);
         match store

@@ -16,13 +16,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
+use walcast_config::Backoff;
 
 use crate::applied::Applied;
+use crate::batch;
 use crate::config::SinkConfig;
 use crate::consumer::{self, Source, Watermarks};
 use crate::dlq::Dlq;
@@ -31,7 +31,7 @@ use crate::health::Readiness;
 use crate::metrics::TargetMetrics;
 use crate::partitions::{self, Decision};
 use crate::projection::Projections;
-use crate::store::{Batch, Outcome, Store};
+use crate::store::{Outcome, Store};
 
 /// Everything a target task needs.
 #[derive(Debug, Clone)]
@@ -47,53 +47,11 @@ pub(crate) struct TargetCtx {
     pub(crate) readiness: Readiness,
 }
 
-/// Decodes records into a batch; records below the stored offsets (already applied) are left out.
-pub(crate) fn decode(
-    projections: &Projections,
-    records: &[OwnedMessage],
-    stored: &BTreeMap<i32, i64>,
-) -> Batch {
-    let mut batch = Batch::default();
-    for (i, r) in records.iter().enumerate() {
-        let (p, o) = (r.partition(), r.offset());
-        if stored.get(&p).is_some_and(|next| o < *next) {
-            continue;
-        }
-        let next = batch.next_offsets.entry(p).or_insert(o + 1);
-        *next = (*next).max(o + 1);
-        match projections.decode(r) {
-            Ok(c) => batch.changes.push((i, c)),
-            Err(why) => batch.rejected.push((i, why)),
-        }
-    }
-    batch
-}
-
-struct Backoff {
-    next: Duration,
-    initial: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(config: &SinkConfig) -> Backoff {
-        let initial = Duration::from_millis(config.retry.initial_backoff_ms);
-        Backoff {
-            next: initial,
-            initial,
-            max: Duration::from_millis(config.retry.max_backoff_ms),
-        }
-    }
-
-    fn take(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
+/// The delay before restart number `attempt` (0-based, then counted).
+fn next_delay(backoff: &Backoff, attempt: &mut u32) -> Duration {
+    let d = backoff.delay(*attempt).unwrap_or(backoff.max);
+    *attempt = attempt.saturating_add(1);
+    d
 }
 
 /// Sleeps `d` unless shutdown comes first; true on shutdown.
@@ -188,7 +146,9 @@ async fn consume(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let config = &ctx.config;
-    let mut backoff = Backoff::new(config);
+    let backoff = config.backoff();
+    // Restarts in a row since the last good connection.
+    let mut attempt = 0u32;
     // After an error the database may be a new one (restored, re-created): apply the schema.
     let mut need_schema = true;
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
@@ -218,14 +178,14 @@ async fn consume(
                 ctx.readiness.down(&ctx.name, &e.to_string());
                 ctx.metrics.up.set(0.0);
                 ctx.metrics.retries.inc();
-                if sleep_or_stop(backoff.take(), stop).await {
+                if sleep_or_stop(next_delay(&backoff, &mut attempt), stop).await {
                     break;
                 }
                 continue;
             }
         };
         need_schema = false;
-        backoff.reset();
+        attempt = 0;
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
         ctx.metrics.up.set(1.0);
         ctx.metrics
@@ -286,7 +246,7 @@ async fn consume(
             }
             // Without records, a transaction of the bookkeeping alone records a figure that
             // moved because the partitions behind reached their high watermarks.
-            let mut batch = decode(&ctx.projections, &records, &stored);
+            let mut batch = batch::decode(&ctx.projections, &records, &stored);
             batch.applied_lsn = figure;
             let started = std::time::Instant::now();
             let dlq = ctx.dlq.clone();
@@ -337,7 +297,7 @@ async fn consume(
                 Ok(Outcome::Diverged) => {
                     // Someone else moved the offsets (a rebuild just ended, or a second sink on
                     // this target): re-read them, after a pause so two sinks cannot spin.
-                    if sleep_or_stop(backoff.take(), stop).await {
+                    if sleep_or_stop(next_delay(&backoff, &mut attempt), stop).await {
                         break 'connect;
                     }
                     continue 'connect;
@@ -353,7 +313,7 @@ async fn consume(
                     ctx.metrics.retries.inc();
                     need_schema = true;
                     let d = if e.is_retryable() {
-                        backoff.take()
+                        next_delay(&backoff, &mut attempt)
                     } else {
                         Duration::from_millis(config.retry.max_backoff_ms)
                     };

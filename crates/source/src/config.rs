@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use walcast_config::{ConfigError, Dsn, KafkaProperties};
-use walcast_replication::{Backoff, TableName};
+use walcast_config::{Backoff, ConfigError, Dsn, KafkaProperties};
+use walcast_replication::TableName;
 
 use crate::outbox::TopicTemplate;
 

@@ -8,10 +8,9 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use walcast_config::Backoff;
 use walcast_replication::management::connect_sql;
-use walcast_replication::{
-    Backoff, Change, ChangeStream, ChangeStreamConfig, ConnectConfig, Event, Lsn,
-};
+use walcast_replication::{Change, ChangeStream, ChangeStreamConfig, ConnectConfig, Event, Lsn};
 use walcast_testkit::{Postgres, unique_name};
 
 /// The shared cluster. Its processes die with the test binary.
