@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 use walcast_config::Backoff;
 
 use crate::applied::Applied;
-use crate::batch;
+use crate::batch::{self, ApplyStats};
 use crate::config::SinkConfig;
 use crate::consumer::{self, Source, Watermarks};
 use crate::dlq::Dlq;
@@ -75,8 +75,17 @@ struct Synced {
 /// Connects, applies the schema (when asked: after an error the database may be a new one;
 /// the schema files alter only what is missing, so re-applying them locks out no reader),
 /// reads the stored offsets, checks the partition count and seeks.
-async fn sync(ctx: &TargetCtx, source: &Source, schema: bool) -> Result<Synced> {
-    let store = Store::connect(&ctx.name, ctx.dsn.expose(), &ctx.group, source.topic()).await?;
+/// With `given`, uses that connection, prepared by its owner (a rebuild's).
+async fn sync(
+    ctx: &TargetCtx,
+    source: &Source,
+    schema: bool,
+    given: Option<Store>,
+) -> Result<Synced> {
+    let store = match given {
+        Some(store) => store,
+        None => Store::connect(&ctx.name, ctx.dsn.expose(), &ctx.group, source.topic()).await?,
+    };
     if schema {
         store.apply_schema(&ctx.schema).await?;
     }
@@ -117,40 +126,71 @@ pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Resu
     let source = Source::new(&ctx.config, &ctx.group)?;
     let positions: Arc<Mutex<Progress>> = Arc::default();
     let lag_task = tokio::spawn(lag_loop(ctx.clone(), positions.clone(), stop.clone()));
-    let result = consume(&ctx, &source, &positions, &mut stop).await;
+    let result = consume(&ctx, &source, &positions, &mut stop, None).await;
     lag_task.abort();
     ctx.metrics.up.set(0.0);
-    result
+    result.map(drop)
 }
+
+/// Where a target loop ends besides shutdown: at the end offsets of a rebuild.
+pub(crate) struct Goal<'a> {
+    /// The connection to consume on, prepared by the rebuild (its lock taken, the target
+    /// emptied). The loop never reconnects, as both belong to this connection: any error,
+    /// and any move of the stored offsets by someone else, ends it.
+    pub(crate) store: Option<Store>,
+    /// Per partition, the `(low, high)` watermarks read at the start: the loop ends once
+    /// every partition's stored offset reached `high` (or it was empty).
+    pub(crate) ends: BTreeMap<i32, (i64, i64)>,
+    /// Called after each committed batch: the records it consumed, its counts, the stored
+    /// offsets.
+    pub(crate) committed: &'a mut Committed<'a>,
+}
+
+/// What a [`Goal`] is told of each committed batch.
+pub(crate) type Committed<'a> = dyn FnMut(usize, &ApplyStats, &BTreeMap<i32, i64>) + Send + 'a;
+
+impl Goal<'_> {
+    fn reached(&self, stored: &BTreeMap<i32, i64>) -> bool {
+        (self.ends.iter())
+            .all(|(p, (low, high))| high <= low || stored.get(p).is_some_and(|n| n >= high))
+    }
+}
+
+/// How long a rebuild waits for records below its end offsets before it finishes anyway.
+const GOAL_IDLE: Duration = Duration::from_secs(15);
 
 /// What the consuming task has committed, shared with [`lag_loop`].
 #[derive(Debug, Default)]
-struct Progress {
+pub(crate) struct Progress {
     /// Bumped on every (re)connect: a figure computed from an older state is not used.
     epoch: u64,
     /// The stored next offsets; `None` until connected.
     offsets: Option<BTreeMap<i32, i64>>,
-    applied: Applied,
+    pub(crate) applied: Applied,
     /// The applied-up-to LSN from the last watermarks ([`Applied::with_watermarks`]).
     figure: Option<u64>,
 }
 
-fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+pub(crate) fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     p.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn consume(
+/// The target loop (module docs). With a `goal`, it ends there and returns its connection and
+/// the stored offsets; an error or a move of the offsets by someone else ends it too.
+pub(crate) async fn consume(
     ctx: &TargetCtx,
     source: &Source,
     positions: &Mutex<Progress>,
     stop: &mut watch::Receiver<bool>,
-) -> Result<()> {
+    mut goal: Option<Goal<'_>>,
+) -> Result<Option<(Store, BTreeMap<i32, i64>)>> {
     let config = &ctx.config;
     let backoff = config.backoff();
     // Restarts in a row since the last good connection.
     let mut attempt = 0u32;
     // After an error the database may be a new one (restored, re-created): apply the schema.
-    let mut need_schema = true;
+    // A rebuild's connection comes with its schema applied.
+    let mut need_schema = goal.is_none();
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
     let limits = consumer::Limits::of(config);
     'connect: while !*stop.borrow() {
@@ -159,8 +199,16 @@ async fn consume(
             partitions,
             mut stored,
             refused,
-        } = match sync(ctx, source, need_schema).await {
+        } = match sync(
+            ctx,
+            source,
+            need_schema,
+            goal.as_mut().and_then(|g| g.store.take()),
+        )
+        .await
+        {
             Ok(s) => s,
+            Err(e) if goal.is_some() => return Err(e),
             // Needs an operator (wrong credentials, missing database): named in the log, on
             // /ready and by walcast_sink_target_up, retried slowly; the other targets run on.
             Err(e) if !e.is_retryable() => {
@@ -210,13 +258,26 @@ async fn consume(
         let mut written = 0u64;
         let mut next_refresh = Instant::now() + refresh;
         let mut next_held = Instant::now();
+        let mut idle_since = Instant::now();
 
         loop {
+            if goal.as_ref().is_some_and(|g| g.reached(&stored)) {
+                return Ok(Some((store, stored)));
+            }
             let records = tokio::select! {
                 r = source.next_batch(limits, config.linger(), Duration::from_millis(500)) => r?,
                 _ = stop.wait_for(|s| *s) => break 'connect,
             };
-            if Instant::now() >= next_refresh {
+            if goal.is_some() {
+                if !records.is_empty() {
+                    idle_since = Instant::now();
+                } else if idle_since.elapsed() > GOAL_IDLE {
+                    info!(target = %ctx.name, "no records below the start watermarks for 15 s; finishing");
+                    return Ok(Some((store, stored)));
+                }
+            }
+            // A rebuild consumes the partitions it found at its start.
+            if goal.is_none() && Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + refresh;
                 match source.partitions().await {
                     // Partitions added, or refused ones that an operator may have accepted:
@@ -261,6 +322,9 @@ async fn consume(
                         p.offsets = Some(stored.clone());
                         p.applied = applied;
                     }
+                    if let Some(g) = &mut goal {
+                        (g.committed)(records.len(), &stats, &stored);
+                    }
                     let m = &ctx.metrics;
                     if let Some(lsn) = figure {
                         written = lsn;
@@ -285,6 +349,13 @@ async fn consume(
                         warn!(target = %ctx.name, count = stats.dead_lettered, topic = %config.dlq_topic(), "poison events dead-lettered");
                     }
                 }
+                Ok(Outcome::RebuildRunning | Outcome::Diverged) if goal.is_some() => {
+                    return Err(Error::Config(format!(
+                        "the offsets of {} moved during its rebuild: is another rebuild of it \
+                         running? Let it finish, then run this rebuild again",
+                        ctx.name
+                    )));
+                }
                 Ok(Outcome::RebuildRunning) => {
                     info!(target = %ctx.name, "a rebuild of this target is running; waiting for it to finish");
                     ctx.readiness.down(&ctx.name, "rebuild running");
@@ -302,6 +373,7 @@ async fn consume(
                     }
                     continue 'connect;
                 }
+                Err(e) if goal.is_some() => return Err(e),
                 Err(e) => {
                     if e.is_retryable() {
                         warn!(target = %ctx.name, error = %e, "batch failed; reconnecting");
@@ -325,7 +397,7 @@ async fn consume(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// How often the held-change gauges are read from the target (and after a batch that held or
