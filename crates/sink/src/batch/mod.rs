@@ -224,24 +224,14 @@ mod tests {
 
     use super::*;
     use crate::plan::Held;
+    use crate::plan::tests::pos;
     use crate::projection::tests::{created_v2, product_event, shipped};
-    use crate::projection::{Op, Position, RejectKind};
-
-    fn pos(version: i64) -> Position {
-        Position {
-            version,
-            occurred_at: Some(version * 1000),
-        }
-    }
+    use crate::projection::{Op, RejectKind};
 
     fn change(id: u128, key: &str, version: i64, op: Op) -> Change {
         Change {
             event_id: uuid::Uuid::from_u128(id),
-            event_type: "T".into(),
-            table: 0,
-            key: key.into(),
-            pos: pos(version),
-            op,
+            ..plan::tests::change(key, version, op)
         }
     }
 
