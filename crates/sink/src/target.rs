@@ -11,6 +11,9 @@
 //! A target whose database is down only stalls its own task; its records stay in Kafka, and on
 //! reconnect the task seeks to what its database says it has and catches up. Nothing is kept
 //! in memory across a failure: the database is the only record of progress.
+//!
+//! `walcast sink rebuild` runs this same loop with a [`Goal`]: on its one connection (which
+//! holds the rebuild lock), without reconnecting, until the end offsets read at its start.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
