@@ -22,11 +22,13 @@
 //! assert_eq!(config.kafka.brokers, "127.0.0.1:19092");
 //! ```
 
+mod backoff;
 mod error;
 mod properties;
 mod session;
 pub mod text;
 
+pub use backoff::Backoff;
 pub use error::ConfigError;
 pub use properties::{KafkaProperties, is_secret_property};
 pub use session::{SESSION_SETTINGS, session_options};

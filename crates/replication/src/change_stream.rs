@@ -47,7 +47,6 @@ use walcast_pgoutput::message::{Decoder, LogicalMessage, Oid, Relation};
 use walcast_pgoutput::relation::RelationCache;
 use walcast_pgoutput::replication::XLogData;
 
-use crate::backoff::Backoff;
 use crate::change::{
     Event, Txn, TxnBegin, TxnCommit, TxnInterrupted, message_change, raw_row_change, row_change,
     truncate_changes,
@@ -59,6 +58,7 @@ use crate::management::{
     ServerFacts, TableName, ensure_publication, ensure_slot, preflight, slot_info,
 };
 use crate::progress::DEFAULT_STATUS_INTERVAL;
+use walcast_config::Backoff;
 use walcast_postgres::Dsn;
 
 /// Settings of a [`ChangeStream`].

@@ -49,7 +49,6 @@
 //! # }
 //! ```
 
-mod backoff;
 mod change;
 mod change_stream;
 mod connection;
@@ -62,7 +61,6 @@ mod startup;
 mod tail;
 mod wire;
 
-pub use backoff::Backoff;
 pub use change::{Change, Event, Op, RawRow, TxnBegin, TxnCommit, TxnInterrupted};
 pub use change_stream::{ChangeStream, ChangeStreamConfig};
 pub use connection::{

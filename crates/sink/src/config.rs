@@ -311,6 +311,16 @@ impl SinkConfig {
         Duration::from_millis(self.batch.linger_ms)
     }
 
+    /// The restart schedule of a target task (`[retry]`), doubling from `initial_backoff_ms`
+    /// up to `max_backoff_ms`; it never gives up.
+    pub(crate) fn backoff(&self) -> walcast_config::Backoff {
+        walcast_config::Backoff {
+            initial: Duration::from_millis(self.retry.initial_backoff_ms),
+            max: Duration::from_millis(self.retry.max_backoff_ms),
+            max_attempts: None,
+        }
+    }
+
     /// Checks everything that can be checked without a network.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));

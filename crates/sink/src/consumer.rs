@@ -1,7 +1,7 @@
 //! A target's Kafka consumer: it assigns itself every partition of the topic at the offsets its
 //! database holds, and hands out batches of at most `max_events` and `max_bytes` within
 //! `linger`. Memory per target: the batch being applied (at most `max_bytes` of records, plus
-//! one copy of their values: decoded, then encoded for Postgres; see `Store::pipelined`) plus
+//! one copy of their values: decoded, then encoded for Postgres; see `Store::transact`) plus
 //! librdkafka's prefetch (at most 4 MB queued and one fetch of at most 4 MB).
 //!
 //! There is no group rebalance: each target is exactly one consumer, so it takes all

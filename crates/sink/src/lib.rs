@@ -39,6 +39,7 @@
 //! ```
 
 mod applied;
+mod batch;
 pub mod config;
 mod consumer;
 mod discard;

@@ -286,17 +286,17 @@ pub(crate) fn plan<'c>(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pos(version: i64) -> Position {
+    pub(crate) fn pos(version: i64) -> Position {
         Position {
             version,
             occurred_at: Some(version * 1000),
         }
     }
 
-    fn change(key: &str, version: i64, op: Op) -> Change {
+    pub(crate) fn change(key: &str, version: i64, op: Op) -> Change {
         Change {
             event_id: uuid::Uuid::new_v4(),
             event_type: "T".into(),

@@ -13,18 +13,25 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tracing::info;
+use walcast_telemetry::admin::Health;
+use walcast_telemetry::metrics::Registry;
 
-use crate::applied::Applied;
+use crate::batch::{ApplyStats, Batch};
 use crate::config::{SinkConfig, TargetConfig};
 use crate::consumer::{Source, Watermarks};
 use crate::dlq::Dlq;
 use crate::error::{Error, Result};
+use crate::health::Readiness;
+use crate::metrics::TargetMetrics;
 use crate::projection::Projections;
-use crate::store::{Batch, Outcome, Store};
-use crate::{schema_files, sql, target};
+use crate::store::Store;
+use crate::target::{self, Goal, TargetCtx};
+use crate::{schema_files, sql};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -50,14 +57,15 @@ pub(crate) fn target_config<'c>(config: &'c SinkConfig, target: &str) -> Result<
     })
 }
 
-/// Rebuilds `target` as described in the module docs. With `progress`, a progress line with
-/// rate and ETA is drawn on stderr.
+/// Rebuilds `target` as described in the module docs: the target loop ([`target::consume`]) on
+/// the emptied target, with the rebuild's end offsets as its goal. With `progress`, a progress
+/// line with rate and ETA is drawn on stderr.
 pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Result<RebuildReport> {
     let t = target_config(config, target)?;
     let projections = Projections::compile(config)?;
     let schema = schema_files(config)?;
     let group = config.group(target);
-    let mut store = Store::connect(target, &t.dsn, &group, &config.kafka.topic).await?;
+    let store = Store::connect(target, &t.dsn, &group, &config.kafka.topic).await?;
     store.apply_schema(&schema).await?;
     let started = Instant::now();
 
@@ -82,77 +90,60 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
 
     let source = Source::new(config, &group)?;
     let marks = Watermarks::new(config)?;
-    let partitions = source.partitions().await?;
-    let goal = marks.fetch(&partitions).await?;
-    let total: i64 = goal.values().map(|(low, high)| high - low).sum();
-    let mut stored: BTreeMap<i32, i64> = BTreeMap::new();
-    source.assign(&partitions, &stored)?;
-    let dlq = Dlq::new(config)?.for_target(target);
+    let ends = marks.fetch(&source.partitions().await?).await?;
+    let total: i64 = ends.values().map(|(low, high)| high - low).sum();
     let mut bar = Progress::new(target, total.max(0) as u64, progress);
     let mut report = RebuildReport {
         records: 0,
         dead_lettered: 0,
         elapsed: Duration::ZERO,
     };
-    let done = |stored: &BTreeMap<i32, i64>| {
-        goal.iter()
-            .all(|(p, (low, high))| high <= low || stored.get(p).is_some_and(|n| n >= high))
+    let ctx = TargetCtx {
+        name: target.to_owned(),
+        group: group.clone(),
+        dsn: t.dsn.clone(),
+        config: Arc::new(config.clone()),
+        projections: Arc::new(projections),
+        schema: Arc::new(schema),
+        dlq: Dlq::new(config)?.for_target(target),
+        // The rebuild's process serves no metrics and no readiness.
+        metrics: TargetMetrics::new(&Registry::default(), target),
+        readiness: Readiness::new(Health::default(), [target.to_owned()]),
     };
-    let mut idle_since = Instant::now();
-    let mut applied = Applied::default();
-    while !done(&stored) {
-        let records = source
-            .next_batch(
-                crate::consumer::Limits::of(config),
-                config.linger(),
-                Duration::from_millis(500),
-            )
-            .await?;
-        if records.is_empty() {
-            if idle_since.elapsed() > Duration::from_secs(15) {
-                info!(target = %target, "no records below the start watermarks for 15 s; finishing");
-                break;
-            }
-            continue;
-        }
-        idle_since = Instant::now();
-        let mut batch = target::decode(&projections, &records, &stored);
-        let after = applied.with_records(&projections, &records, &stored);
-        batch.applied_lsn = after.floor(&partitions);
-        match store
-            .apply(&projections, &mut batch, &records, &stored, &dlq)
-            .await?
-        {
-            Outcome::Committed(stats) => {
-                report.records += records.len() as u64;
-                report.dead_lettered += stats.dead_lettered;
-                stored.extend(batch.next_offsets);
-                applied = after;
-            }
-            Outcome::RebuildRunning | Outcome::Diverged => {
-                return Err(Error::Config(format!(
-                    "the offsets of {target} moved during its rebuild: is another rebuild of it \
-                     running? Let it finish, then run this rebuild again"
-                )));
-            }
-        }
-        let applied: i64 = goal
-            .iter()
+    let positions = Mutex::new(target::Progress::default());
+    let (_keep, mut stop) = watch::channel(false);
+    let mut committed = |records: usize, stats: &ApplyStats, stored: &BTreeMap<i32, i64>| {
+        report.records += records as u64;
+        report.dead_lettered += stats.dead_lettered;
+        let applied: i64 = (ends.iter())
             .map(|(p, (low, high))| {
                 (stored.get(p).copied().unwrap_or(*low).min(*high) - low).max(0)
             })
             .sum();
         bar.update(applied as u64);
-    }
+    };
+    let goal = Goal {
+        store: Some(store),
+        ends: ends.clone(),
+        committed: &mut committed,
+    };
+    let Some((mut store, stored)) =
+        target::consume(&ctx, &source, &positions, &mut stop, Some(goal)).await?
+    else {
+        return Err(Error::Config(format!(
+            "the rebuild of {target} stopped before its end"
+        )));
+    };
     // Everything below the watermarks read at the start is applied, and an event older than
     // one of them was on the topic before them: the greatest LSN applied is a true figure.
-    if let Some(lsn) = applied.max() {
+    let applied = target::lock(&positions).applied.max();
+    if let Some(lsn) = applied {
         let mut batch = Batch {
             applied_lsn: Some(lsn),
             ..Batch::default()
         };
         store
-            .apply(&projections, &mut batch, &[], &stored, &dlq)
+            .apply(&ctx.projections, &mut batch, &[], &stored, &ctx.dlq)
             .await?;
     }
     let _ = store.client().execute(sql::REBUILD_UNLOCK, &[&group]).await;

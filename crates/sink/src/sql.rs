@@ -10,10 +10,10 @@ use crate::projection::{ColRef, Table};
 // Advisory locks (namespace 0x57414C01 = 1463897089): a rebuild holds `(ns, hashtext(group))`
 // exclusively for its whole run and every apply transaction takes it shared, so the two never
 // interleave; `(ns + 1, 0)` serializes schema DDL of concurrent sinks on one database.
-pub(crate) const TRY_SHARED_REBUILD_LOCK: &str =
-    "SELECT pg_try_advisory_xact_lock_shared(1463897089, hashtext($1))";
-/// [`TRY_SHARED_REBUILD_LOCK`] that fails (division by zero, SQLSTATE 22012) when a rebuild
-/// holds the lock, so that the statements pipelined behind it do nothing and lock nothing.
+
+/// Takes the rebuild lock shared for the transaction, or fails (division by zero, SQLSTATE
+/// 22012) when a rebuild holds it, so that the statements pipelined behind it do nothing and
+/// lock nothing.
 pub(crate) const REBUILD_GATE: &str =
     "SELECT 1 / pg_try_advisory_xact_lock_shared(1463897089, hashtext($1))::int";
 pub(crate) const REBUILD_LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_lock(1463897089, hashtext($1))";

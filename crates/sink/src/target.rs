@@ -11,18 +11,21 @@
 //! A target whose database is down only stalls its own task; its records stay in Kafka, and on
 //! reconnect the task seeks to what its database says it has and catches up. Nothing is kept
 //! in memory across a failure: the database is the only record of progress.
+//!
+//! `walcast sink rebuild` runs this same loop with a [`Goal`]: on its one connection (which
+//! holds the rebuild lock), without reconnecting, until the end offsets read at its start.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
+use walcast_config::Backoff;
 
 use crate::applied::Applied;
+use crate::batch::{self, ApplyStats};
 use crate::config::SinkConfig;
 use crate::consumer::{self, Source, Watermarks};
 use crate::dlq::Dlq;
@@ -31,7 +34,7 @@ use crate::health::Readiness;
 use crate::metrics::TargetMetrics;
 use crate::partitions::{self, Decision};
 use crate::projection::Projections;
-use crate::store::{Batch, Outcome, Store};
+use crate::store::{Outcome, Store};
 
 /// Everything a target task needs.
 #[derive(Debug, Clone)]
@@ -47,53 +50,11 @@ pub(crate) struct TargetCtx {
     pub(crate) readiness: Readiness,
 }
 
-/// Decodes records into a batch; records below the stored offsets (already applied) are left out.
-pub(crate) fn decode(
-    projections: &Projections,
-    records: &[OwnedMessage],
-    stored: &BTreeMap<i32, i64>,
-) -> Batch {
-    let mut batch = Batch::default();
-    for (i, r) in records.iter().enumerate() {
-        let (p, o) = (r.partition(), r.offset());
-        if stored.get(&p).is_some_and(|next| o < *next) {
-            continue;
-        }
-        let next = batch.next_offsets.entry(p).or_insert(o + 1);
-        *next = (*next).max(o + 1);
-        match projections.decode(r) {
-            Ok(c) => batch.changes.push((i, c)),
-            Err(why) => batch.rejected.push((i, why)),
-        }
-    }
-    batch
-}
-
-struct Backoff {
-    next: Duration,
-    initial: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(config: &SinkConfig) -> Backoff {
-        let initial = Duration::from_millis(config.retry.initial_backoff_ms);
-        Backoff {
-            next: initial,
-            initial,
-            max: Duration::from_millis(config.retry.max_backoff_ms),
-        }
-    }
-
-    fn take(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
+/// The delay before restart number `attempt` (0-based, then counted).
+fn next_delay(backoff: &Backoff, attempt: &mut u32) -> Duration {
+    let d = backoff.delay(*attempt).unwrap_or(backoff.max);
+    *attempt = attempt.saturating_add(1);
+    d
 }
 
 /// Sleeps `d` unless shutdown comes first; true on shutdown.
@@ -117,8 +78,17 @@ struct Synced {
 /// Connects, applies the schema (when asked: after an error the database may be a new one;
 /// the schema files alter only what is missing, so re-applying them locks out no reader),
 /// reads the stored offsets, checks the partition count and seeks.
-async fn sync(ctx: &TargetCtx, source: &Source, schema: bool) -> Result<Synced> {
-    let store = Store::connect(&ctx.name, &ctx.dsn, &ctx.group, source.topic()).await?;
+/// With `given`, uses that connection, prepared by its owner (a rebuild's).
+async fn sync(
+    ctx: &TargetCtx,
+    source: &Source,
+    schema: bool,
+    given: Option<Store>,
+) -> Result<Synced> {
+    let store = match given {
+        Some(store) => store,
+        None => Store::connect(&ctx.name, &ctx.dsn, &ctx.group, source.topic()).await?,
+    };
     if schema {
         store.apply_schema(&ctx.schema).await?;
     }
@@ -159,38 +129,71 @@ pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Resu
     let source = Source::new(&ctx.config, &ctx.group)?;
     let positions: Arc<Mutex<Progress>> = Arc::default();
     let lag_task = tokio::spawn(lag_loop(ctx.clone(), positions.clone(), stop.clone()));
-    let result = consume(&ctx, &source, &positions, &mut stop).await;
+    let result = consume(&ctx, &source, &positions, &mut stop, None).await;
     lag_task.abort();
     ctx.metrics.up.set(0.0);
-    result
+    result.map(drop)
 }
+
+/// Where a target loop ends besides shutdown: at the end offsets of a rebuild.
+pub(crate) struct Goal<'a> {
+    /// The connection to consume on, prepared by the rebuild (its lock taken, the target
+    /// emptied). The loop never reconnects, as both belong to this connection: any error,
+    /// and any move of the stored offsets by someone else, ends it.
+    pub(crate) store: Option<Store>,
+    /// Per partition, the `(low, high)` watermarks read at the start: the loop ends once
+    /// every partition's stored offset reached `high` (or it was empty).
+    pub(crate) ends: BTreeMap<i32, (i64, i64)>,
+    /// Called after each committed batch: the records it consumed, its counts, the stored
+    /// offsets.
+    pub(crate) committed: &'a mut Committed<'a>,
+}
+
+/// What a [`Goal`] is told of each committed batch.
+pub(crate) type Committed<'a> = dyn FnMut(usize, &ApplyStats, &BTreeMap<i32, i64>) + Send + 'a;
+
+impl Goal<'_> {
+    fn reached(&self, stored: &BTreeMap<i32, i64>) -> bool {
+        (self.ends.iter())
+            .all(|(p, (low, high))| high <= low || stored.get(p).is_some_and(|n| n >= high))
+    }
+}
+
+/// How long a rebuild waits for records below its end offsets before it finishes anyway.
+const GOAL_IDLE: Duration = Duration::from_secs(15);
 
 /// What the consuming task has committed, shared with [`lag_loop`].
 #[derive(Debug, Default)]
-struct Progress {
+pub(crate) struct Progress {
     /// Bumped on every (re)connect: a figure computed from an older state is not used.
     epoch: u64,
     /// The stored next offsets; `None` until connected.
     offsets: Option<BTreeMap<i32, i64>>,
-    applied: Applied,
+    pub(crate) applied: Applied,
     /// The applied-up-to LSN from the last watermarks ([`Applied::with_watermarks`]).
     figure: Option<u64>,
 }
 
-fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+pub(crate) fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     p.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn consume(
+/// The target loop (module docs). With a `goal`, it ends there and returns its connection and
+/// the stored offsets; an error or a move of the offsets by someone else ends it too.
+pub(crate) async fn consume(
     ctx: &TargetCtx,
     source: &Source,
     positions: &Mutex<Progress>,
     stop: &mut watch::Receiver<bool>,
-) -> Result<()> {
+    mut goal: Option<Goal<'_>>,
+) -> Result<Option<(Store, BTreeMap<i32, i64>)>> {
     let config = &ctx.config;
-    let mut backoff = Backoff::new(config);
+    let backoff = config.backoff();
+    // Restarts in a row since the last good connection.
+    let mut attempt = 0u32;
     // After an error the database may be a new one (restored, re-created): apply the schema.
-    let mut need_schema = true;
+    // A rebuild's connection comes with its schema applied.
+    let mut need_schema = goal.is_none();
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
     let limits = consumer::Limits::of(config);
     'connect: while !*stop.borrow() {
@@ -199,8 +202,16 @@ async fn consume(
             partitions,
             mut stored,
             refused,
-        } = match sync(ctx, source, need_schema).await {
+        } = match sync(
+            ctx,
+            source,
+            need_schema,
+            goal.as_mut().and_then(|g| g.store.take()),
+        )
+        .await
+        {
             Ok(s) => s,
+            Err(e) if goal.is_some() => return Err(e),
             // Needs an operator (wrong credentials, missing database): named in the log, on
             // /ready and by walcast_sink_target_up, retried slowly; the other targets run on.
             Err(e) if !e.is_retryable() => {
@@ -218,14 +229,14 @@ async fn consume(
                 ctx.readiness.down(&ctx.name, &e.to_string());
                 ctx.metrics.up.set(0.0);
                 ctx.metrics.retries.inc();
-                if sleep_or_stop(backoff.take(), stop).await {
+                if sleep_or_stop(next_delay(&backoff, &mut attempt), stop).await {
                     break;
                 }
                 continue;
             }
         };
         need_schema = false;
-        backoff.reset();
+        attempt = 0;
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
         ctx.metrics.up.set(1.0);
         ctx.metrics
@@ -250,13 +261,26 @@ async fn consume(
         let mut written = 0u64;
         let mut next_refresh = Instant::now() + refresh;
         let mut next_held = Instant::now();
+        let mut idle_since = Instant::now();
 
         loop {
+            if goal.as_ref().is_some_and(|g| g.reached(&stored)) {
+                return Ok(Some((store, stored)));
+            }
             let records = tokio::select! {
                 r = source.next_batch(limits, config.linger(), Duration::from_millis(500)) => r?,
                 _ = stop.wait_for(|s| *s) => break 'connect,
             };
-            if Instant::now() >= next_refresh {
+            if goal.is_some() {
+                if !records.is_empty() {
+                    idle_since = Instant::now();
+                } else if idle_since.elapsed() > GOAL_IDLE {
+                    info!(target = %ctx.name, "no records below the start watermarks for 15 s; finishing");
+                    return Ok(Some((store, stored)));
+                }
+            }
+            // A rebuild consumes the partitions it found at its start.
+            if goal.is_none() && Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + refresh;
                 match source.partitions().await {
                     // Partitions added, or refused ones that an operator may have accepted:
@@ -286,7 +310,7 @@ async fn consume(
             }
             // Without records, a transaction of the bookkeeping alone records a figure that
             // moved because the partitions behind reached their high watermarks.
-            let mut batch = decode(&ctx.projections, &records, &stored);
+            let mut batch = batch::decode(&ctx.projections, &records, &stored);
             batch.applied_lsn = figure;
             let started = std::time::Instant::now();
             let dlq = ctx.dlq.clone();
@@ -300,6 +324,9 @@ async fn consume(
                         let mut p = lock(positions);
                         p.offsets = Some(stored.clone());
                         p.applied = applied;
+                    }
+                    if let Some(g) = &mut goal {
+                        (g.committed)(records.len(), &stats, &stored);
                     }
                     let m = &ctx.metrics;
                     if let Some(lsn) = figure {
@@ -325,6 +352,13 @@ async fn consume(
                         warn!(target = %ctx.name, count = stats.dead_lettered, topic = %config.dlq_topic(), "poison events dead-lettered");
                     }
                 }
+                Ok(Outcome::RebuildRunning | Outcome::Diverged) if goal.is_some() => {
+                    return Err(Error::Config(format!(
+                        "the offsets of {} moved during its rebuild: is another rebuild of it \
+                         running? Let it finish, then run this rebuild again",
+                        ctx.name
+                    )));
+                }
                 Ok(Outcome::RebuildRunning) => {
                     info!(target = %ctx.name, "a rebuild of this target is running; waiting for it to finish");
                     ctx.readiness.down(&ctx.name, "rebuild running");
@@ -337,11 +371,12 @@ async fn consume(
                 Ok(Outcome::Diverged) => {
                     // Someone else moved the offsets (a rebuild just ended, or a second sink on
                     // this target): re-read them, after a pause so two sinks cannot spin.
-                    if sleep_or_stop(backoff.take(), stop).await {
+                    if sleep_or_stop(next_delay(&backoff, &mut attempt), stop).await {
                         break 'connect;
                     }
                     continue 'connect;
                 }
+                Err(e) if goal.is_some() => return Err(e),
                 Err(e) => {
                     if e.is_retryable() {
                         warn!(target = %ctx.name, error = %e, "batch failed; reconnecting");
@@ -353,7 +388,7 @@ async fn consume(
                     ctx.metrics.retries.inc();
                     need_schema = true;
                     let d = if e.is_retryable() {
-                        backoff.take()
+                        next_delay(&backoff, &mut attempt)
                     } else {
                         Duration::from_millis(config.retry.max_backoff_ms)
                     };
@@ -365,7 +400,7 @@ async fn consume(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// How often the held-change gauges are read from the target (and after a batch that held or

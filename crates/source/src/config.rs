@@ -13,9 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use walcast_config::{ConfigError, KafkaProperties};
+use walcast_config::{Backoff, ConfigError, KafkaProperties};
 use walcast_postgres::Dsn;
-use walcast_replication::{Backoff, TableName};
+use walcast_replication::TableName;
 
 use crate::outbox::TopicTemplate;
 

@@ -8,8 +8,9 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use walcast_config::Backoff;
 use walcast_postgres::{Dsn, connect_sql};
-use walcast_replication::{Backoff, Change, ChangeStream, ChangeStreamConfig, Event, Lsn};
+use walcast_replication::{Change, ChangeStream, ChangeStreamConfig, Event, Lsn};
 use walcast_testkit::{Postgres, unique_name};
 
 /// The shared cluster. Its processes die with the test binary.

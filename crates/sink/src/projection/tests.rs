@@ -56,10 +56,30 @@ fn record(event_type: &str, headers: &[(&str, &str)], payload: &str) -> OwnedMes
     )
 }
 
-fn created_v2() -> String {
+pub(crate) fn created_v2() -> String {
     json!({"productId": PRODUCT, "sku": "SKU-1", "name": "Mug", "description": "A mug",
            "price": "12.50", "currency": "EUR", "isActive": true, "version": 1})
     .to_string()
+}
+
+/// A product event of `event_type` as the sink consumes it, at `partition` and `offset`.
+pub(crate) fn product_event(
+    event_type: &str,
+    payload: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedMessage {
+    use rdkafka::Message;
+    let r = record(event_type, &[], payload);
+    OwnedMessage::new(
+        r.payload().map(<[u8]>::to_vec),
+        r.key().map(<[u8]>::to_vec),
+        r.topic().into(),
+        Timestamp::NotAvailable,
+        partition,
+        offset,
+        r.headers().cloned(),
+    )
 }
 
 fn decode(p: &Projections, r: &OwnedMessage) -> Result<Change, Rejection> {

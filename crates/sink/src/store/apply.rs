@@ -1,64 +1,22 @@
-//! The writes of a batch inside its transaction: skip processed events, read the guards and
-//! the held changes, plan, and run one multi-row statement per table and write shape.
+//! Sending a batch's statements on the target's connection: prepared once per connection,
+//! several in flight at once, and the rows read back turned into a plan's [`Snapshot`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row, Statement, Transaction};
+use tokio_postgres::{Client, Row, Statement};
 
+use crate::batch::decode_held;
 use crate::error::{Error, Result};
-use crate::plan::{self, Held, Snapshot, TablePlan};
-use crate::projection::{Change, Op, Position, Projections, Rejection, Table};
-use crate::value::{SqlText, Text};
-use crate::{sql, timestamp};
-
-/// Counts of one batch.
-#[derive(Debug, Default)]
-pub(crate) struct ApplyStats {
-    /// Events recorded in `processed_events` by this batch (applied or found stale).
-    pub(crate) applied: u64,
-    /// Events already processed before (redeliveries and replays).
-    pub(crate) duplicates: u64,
-    /// Events older than the row or tombstone they target.
-    pub(crate) stale: u64,
-    /// Updates of rows that do not exist, held until the row lands.
-    pub(crate) missing_row: u64,
-    /// Events newly held (for a missing row, or behind a dead letter of their key).
-    pub(crate) held: u64,
-    /// Held events applied.
-    pub(crate) released: u64,
-    /// Events the database refused (record index, why); they go to the DLQ.
-    pub(crate) db_rejected: Vec<(usize, Rejection)>,
-    pub(crate) dead_lettered: u64,
-}
-
-impl ApplyStats {
-    pub(crate) fn add(&mut self, o: ApplyStats) {
-        self.applied += o.applied;
-        self.duplicates += o.duplicates;
-        self.stale += o.stale;
-        self.missing_row += o.missing_row;
-        self.held += o.held;
-        self.released += o.released;
-        self.db_rejected.extend(o.db_rejected);
-    }
-
-    /// Adds the counts of `plan`.
-    pub(crate) fn planned(&mut self, plan: &TablePlan) {
-        self.stale += plan.stale;
-        self.missing_row += plan.missing_row;
-        self.held += plan.held;
-        self.released += plan.released;
-        // Held events (and redeliveries of held ones) were counted as newly processed.
-        self.applied = (self.applied + plan.released).saturating_sub(plan.held + plan.duplicates);
-        self.duplicates += plan.duplicates;
-    }
-}
+use crate::plan::{Held, Snapshot};
+use crate::projection::{Position, Table};
 
 /// The prepared statement for `text`, from the connection's cache.
-pub(crate) async fn stmt<C: GenericClient + Sync>(
+pub(crate) async fn stmt(
     cache: &mut HashMap<String, Statement>,
-    client: &C,
+    client: &Client,
     target: &str,
     text: &str,
 ) -> Result<Statement> {
@@ -73,261 +31,8 @@ pub(crate) async fn stmt<C: GenericClient + Sync>(
     Ok(s)
 }
 
-/// One statement and its arguments, owned so that several can be sent at once.
-pub(crate) struct Exec {
-    pub(crate) sql: String,
-    pub(crate) what: String,
-    pub(crate) args: Vec<Box<dyn ToSql + Sync + Send>>,
-}
-
-impl Exec {
-    pub(crate) fn new(sql: String, what: String) -> Exec {
-        Exec {
-            sql,
-            what,
-            args: Vec::new(),
-        }
-    }
-
-    pub(crate) fn arg(mut self, a: impl ToSql + Sync + Send + 'static) -> Exec {
-        self.args.push(Box::new(a));
-        self
-    }
-}
-
-/// The keys, data columns, versions and occurred-at times of some writes, as array arguments.
-fn row_args<'r>(
-    mut e: Exec,
-    rows: impl Iterator<Item = (&'r str, &'r Position, &'r [Option<Text>])> + Clone,
-    columns: usize,
-) -> Exec {
-    e = e.arg(
-        rows.clone()
-            .map(|r| r.0.to_owned())
-            .collect::<Vec<String>>(),
-    );
-    for i in 0..columns {
-        e = e.arg(
-            rows.clone()
-                .map(|r| r.2[i].clone().map(SqlText))
-                .collect::<Vec<Option<SqlText>>>(),
-        );
-    }
-    e = e.arg(rows.clone().map(|r| r.1.version).collect::<Vec<i64>>());
-    e.arg(rows.map(|r| occurred(r.1)).collect::<Vec<Option<String>>>())
-}
-
-/// The most value bytes one write statement carries (more rows go into more statements of
-/// the same shape, sent in the same round trip): the client encodes each statement whole
-/// and copies it once more into the connection's write buffer, which keeps its size.
-const STATEMENT_BYTES: usize = 1024 * 1024;
-
-/// `rows` in runs of at most [`STATEMENT_BYTES`] of values (at least one row each).
-fn runs<R>(rows: &[R], values: impl Fn(&R) -> &[Option<Text>]) -> Vec<&[R]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, r) in rows.iter().enumerate() {
-        let size: usize = values(r).iter().flatten().map(|v| v.len()).sum();
-        if i > start && bytes + size > STATEMENT_BYTES {
-            out.push(&rows[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += size;
-    }
-    if start < rows.len() {
-        out.push(&rows[start..]);
-    }
-    out
-}
-
-/// The statements that carry out `plan` on `table`: one per write shape (or more, by
-/// [`STATEMENT_BYTES`]).
-pub(crate) fn writes(table: &Table, plan: &TablePlan) -> Vec<Exec> {
-    let mut out = Vec::new();
-    for rows in runs(&plan.upserts, |r| &r.values) {
-        let rows = rows
-            .iter()
-            .map(|r| (r.key.as_str(), &r.pos, r.values.as_slice()));
-        let e = Exec::new(sql::upsert(table), format!("upserting into {}", table.name));
-        out.push(row_args(e, rows, table.columns.len()));
-    }
-    for (set, rows) in &plan.updates {
-        for rows in runs(rows, |r| &r.values) {
-            let rows = rows
-                .iter()
-                .map(|r| (r.key.as_str(), &r.pos, r.values.as_slice()));
-            let e = Exec::new(sql::update(table, set), format!("updating {}", table.name));
-            out.push(row_args(e, rows, set.len()));
-        }
-    }
-    if !plan.deletes.is_empty() {
-        let rows = plan.deletes.iter().map(|(k, p)| (k.as_str(), p, &[][..]));
-        let e = Exec::new(sql::delete(table), format!("deleting from {}", table.name));
-        out.push(row_args(e, rows.clone(), 0));
-        let e = Exec::new(
-            sql::STORE_TOMBSTONES.to_owned(),
-            "writing walcast_tombstones".into(),
-        )
-        .arg(table.name.clone());
-        out.push(row_args(e, rows, 0));
-    }
-    out.extend(held_writes(table, plan));
-    out
-}
-
-/// The `walcast_held` and `processed_events` statements of `plan`.
-fn held_writes(table: &Table, plan: &TablePlan) -> Vec<Exec> {
-    let mut out = Vec::new();
-    if !plan.hold.is_empty() {
-        let held = || plan.hold.iter().map(|(_, h)| h);
-        out.push(
-            Exec::new(sql::STORE_HELD.into(), "writing walcast_held".into())
-                .arg(table.name.clone())
-                .arg(plan.hold.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
-                .arg(held().map(|h| h.event_id).collect::<Vec<_>>())
-                .arg(held().map(|h| h.event_type.clone()).collect::<Vec<_>>())
-                .arg(held().map(|h| h.pos.version).collect::<Vec<_>>())
-                .arg(held().map(|h| h.pos.occurred_at).collect::<Vec<_>>())
-                .arg(held().map(|h| encode(table, &h.op)).collect::<Vec<_>>()),
-        );
-    }
-    if !plan.unhold.is_empty() {
-        out.push(
-            Exec::new(sql::DELETE_HELD.into(), "releasing walcast_held".into())
-                .arg(table.name.clone())
-                .arg(
-                    plan.unhold
-                        .iter()
-                        .map(|(k, _)| k.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .arg(plan.unhold.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
-        );
-    }
-    if !plan.unmark.is_empty() {
-        out.push(
-            Exec::new(
-                sql::UNMARK_PROCESSED.into(),
-                "keeping held events out of processed_events".into(),
-            )
-            .arg(plan.unmark.clone()),
-        );
-    }
-    if !plan.mark.is_empty() {
-        let (ids, types): (Vec<uuid::Uuid>, Vec<String>) = plan.mark.iter().cloned().unzip();
-        out.push(
-            Exec::new(
-                sql::MARK_PROCESSED.into(),
-                "recording released events".into(),
-            )
-            .arg(ids)
-            .arg(types),
-        );
-    }
-    out
-}
-
-/// The most of a database's error text kept with a dead letter's hold.
-const MAX_ERROR_CHARS: usize = 2000;
-
-/// Records that the target dead-lettered `change` (the database refused it): its key is held.
-pub(crate) fn hold_key(projections: &Projections, change: &Change, error: &str) -> Exec {
-    let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
-    Exec::new(
-        sql::STORE_DEAD_LETTER.into(),
-        "holding the key of a dead letter".into(),
-    )
-    .arg(projections.tables[change.table].name.clone())
-    .arg(change.key.clone())
-    .arg(change.event_id)
-    .arg(change.event_type.clone())
-    .arg(change.pos.version)
-    .arg(change.pos.occurred_at)
-    .arg(error)
-}
-
-/// A change as stored in `walcast_held.change`: `{"upsert": {column: text|null, …}}`,
-/// `{"update": {…}}` or `"delete"`; columns by name, so a held change outlives a reordering
-/// of the mapping.
-fn encode(table: &Table, op: &Op) -> String {
-    let columns = |set: &mut dyn Iterator<Item = (usize, &Option<Text>)>| {
-        set.map(|(i, v)| {
-            let name = (table.columns.get(i))
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            let v = v.as_deref().map_or(serde_json::Value::Null, |v| v.into());
-            (name, v)
-        })
-        .collect::<serde_json::Map<_, _>>()
-    };
-    let value = match op {
-        Op::Upsert(values) => {
-            serde_json::json!({ "upsert": columns(&mut values.iter().enumerate()) })
-        }
-        Op::Update(set) => {
-            serde_json::json!({ "update": columns(&mut set.iter().map(|(i, v)| (*i, v))) })
-        }
-        Op::Delete => serde_json::json!("delete"),
-    };
-    value.to_string()
-}
-
-/// The columns of an encoded change, by index.
-fn decode_columns(
-    table: &Table,
-    v: &serde_json::Value,
-) -> std::result::Result<Vec<(usize, Option<Text>)>, String> {
-    let obj = v.as_object().ok_or("the columns are not an object")?;
-    let mut out = Vec::with_capacity(obj.len());
-    for (name, v) in obj {
-        let i = (table.columns.iter().position(|c| &c.name == name))
-            .ok_or_else(|| format!("column {name} is no longer a data column of {}", table.name))?;
-        let v = match v {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(Text::from(s.as_str())),
-            other => return Err(format!("column {name} holds {other}, not text")),
-        };
-        out.push((i, v));
-    }
-    out.sort_by_key(|(i, _)| *i);
-    Ok(out)
-}
-
-/// The change [`encode`] wrote, or why it no longer fits `table`.
-fn decode(table: &Table, text: &str) -> std::result::Result<Op, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if value.as_str() == Some("delete") {
-        return Ok(Op::Delete);
-    }
-    if let Some(v) = value.get("upsert") {
-        let mut row = vec![None; table.columns.len()];
-        for (i, v) in decode_columns(table, v)? {
-            row[i] = v;
-        }
-        return Ok(Op::Upsert(row));
-    }
-    if let Some(v) = value.get("update") {
-        return Ok(Op::Update(decode_columns(table, v)?));
-    }
-    Err("neither upsert, update nor delete".into())
-}
-
-/// Prepares (once per connection) and runs `e`.
-pub(crate) async fn run<C: GenericClient + Sync>(
-    client: &C,
-    cache: &mut HashMap<String, Statement>,
-    target: &str,
-    e: &Exec,
-) -> Result<u64> {
-    let s = stmt(cache, client, target, &e.sql).await?;
-    client
-        .execute_raw(&s, e.args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)))
-        .await
-        .map_err(Error::pg(target, e.what.clone()))
-}
-
-/// Snapshot of what `table` holds for some keys, from the rows of [`sql::snapshot_rows`],
-/// [`sql::SNAPSHOT_TOMBSTONES`] and [`sql::SNAPSHOT_HELD`].
+/// Snapshot of what `table` holds for some keys, from the rows of [`crate::sql::snapshot_rows`],
+/// [`crate::sql::SNAPSHOT_TOMBSTONES`] and [`crate::sql::SNAPSHOT_HELD`].
 pub(crate) fn snapshot(
     target: &str,
     table: &Table,
@@ -357,7 +62,7 @@ pub(crate) fn snapshot(
             continue;
         }
         let text: Option<String> = r.get(6);
-        let op = decode(table, text.as_deref().unwrap_or("null")).map_err(|why| {
+        let op = decode_held(table, text.as_deref().unwrap_or("null")).map_err(|why| {
             Error::Config(format!(
                 "target {target}: the held change {event_id} of {} key {key} cannot be read \
                  ({why}); restore the mapping it was held under, or rebuild the target",
@@ -382,154 +87,32 @@ fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
 }
 
-fn occurred(p: &Position) -> Option<String> {
-    p.occurred_at.map(timestamp::format_micros)
-}
+/// One statement of a pipelined round trip.
+pub(crate) type Flight<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
-/// Applies `changes` (offset order) in `tx`.
-pub(crate) async fn apply_changes(
-    tx: &Transaction<'_>,
-    cache: &mut HashMap<String, Statement>,
-    projections: &Projections,
-    target: &str,
-    changes: &[&Change],
-) -> Result<ApplyStats> {
-    let mut stats = ApplyStats::default();
-    // A redelivered id inside one batch counts once.
-    let mut seen = HashSet::with_capacity(changes.len());
-    let unique: Vec<&Change> = changes
-        .iter()
-        .copied()
-        .filter(|c| seen.insert(c.event_id))
-        .collect();
-    stats.duplicates += (changes.len() - unique.len()) as u64;
-    if unique.is_empty() {
-        return Ok(stats);
-    }
-
-    let ids: Vec<uuid::Uuid> = unique.iter().map(|c| c.event_id).collect();
-    let types: Vec<&str> = unique.iter().map(|c| c.event_type.as_str()).collect();
-    let s = stmt(cache, tx, target, sql::INSERT_PROCESSED).await?;
-    let fresh: HashSet<uuid::Uuid> = tx
-        .query(&s, &[&ids, &types])
-        .await
-        .map_err(Error::pg(target, "recording processed_events"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    stats.duplicates += (unique.len() - fresh.len()) as u64;
-    stats.applied += fresh.len() as u64;
-
-    let mut by_table: BTreeMap<usize, Vec<&Change>> = BTreeMap::new();
-    for c in unique.into_iter().filter(|c| fresh.contains(&c.event_id)) {
-        by_table.entry(c.table).or_default().push(c);
-    }
-    for (ti, changes) in by_table {
-        let mut keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let table = &projections.tables[ti];
-        apply_table(tx, cache, table, target, &keys, &changes, &mut stats).await?;
-    }
-    Ok(stats)
-}
-
-/// Reads what `table` holds for `keys`, plans `changes` (of those keys, offset order) and
-/// writes the plan. With no changes, settles what is held for `keys` (a released hold).
-pub(crate) async fn apply_table(
-    tx: &Transaction<'_>,
-    cache: &mut HashMap<String, Statement>,
-    table: &Table,
-    target: &str,
-    keys: &[&str],
-    changes: &[&Change],
-    stats: &mut ApplyStats,
-) -> Result<()> {
-    let s = stmt(cache, tx, target, &sql::snapshot_rows(table)).await?;
-    let rows = tx
-        .query(&s, &[&keys])
-        .await
-        .map_err(Error::pg(target, format!("reading {}", table.name)))?;
-    let s = stmt(cache, tx, target, sql::SNAPSHOT_TOMBSTONES).await?;
-    let tombstones = tx
-        .query(&s, &[&table.name, &keys])
-        .await
-        .map_err(Error::pg(target, "reading walcast_tombstones"))?;
-    let s = stmt(cache, tx, target, sql::SNAPSHOT_HELD).await?;
-    let held = tx
-        .query(&s, &[&table.name, &keys])
-        .await
-        .map_err(Error::pg(target, "reading walcast_held"))?;
-
-    let snapshot = snapshot(target, table, &rows, &tombstones, &held)?;
-    let plan = plan::plan(changes.iter().copied(), &snapshot);
-    stats.planned(&plan);
-    for e in writes(table, &plan) {
-        run(tx, cache, target, &e).await?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-    use crate::plan::RowWrite;
-    use crate::projection::tests::shipped;
-
-    #[test]
-    fn write_statements_split_at_a_megabyte_of_values_and_never_split_a_row() {
-        let row = |bytes: usize| RowWrite {
-            key: "k".into(),
-            pos: Position {
-                version: 1,
-                occurred_at: None,
-            },
-            values: vec![Some("x".repeat(bytes).into()), None],
-        };
-        let small: Vec<RowWrite> = (0..1000).map(|_| row(300)).collect();
-        assert_eq!(
-            runs(&small, |r| &r.values).len(),
-            1,
-            "small events: one statement"
-        );
-        let big: Vec<RowWrite> = (0..16).map(|_| row(990_000)).collect();
-        let split = runs(&big, |r| &r.values);
-        assert_eq!(split.len(), 16, "one ~1 MB row per statement");
-        assert!(split.iter().all(|r| r.len() == 1));
-        let mixed = [
-            row(600_000),
-            row(400_000),
-            row(100_000),
-            row(2_000_000),
-            row(1),
-        ];
-        let split: Vec<usize> = runs(&mixed, |r| &r.values)
-            .iter()
-            .map(|r| r.len())
-            .collect();
-        assert_eq!(split, [2, 1, 1, 1], "a row over the limit goes alone");
-        assert!(runs(&[] as &[RowWrite], |r| &r.values).is_empty());
-    }
-
-    #[test]
-    fn a_held_change_reads_back_as_it_was_written_by_column_name() {
-        let p = shipped();
-        let t = &p.tables[0];
-        let n = t.columns.len();
-        let row: Vec<Option<Text>> = (0..n)
-            .map(|i| (i != 2).then(|| format!("v{i} \"é\" \u{1}").into()))
-            .collect();
-        for op in [
-            Op::Upsert(row),
-            Op::Update(vec![(1, Some("name".into())), (2, None)]),
-            Op::Delete,
-        ] {
-            assert_eq!(decode(t, &encode(t, &op)).unwrap(), op);
+/// Runs `flights` on one connection, sending them in order: each is polled for the first
+/// time in list order, which is when tokio-postgres queues its messages. Stops at the first
+/// error (the statements behind it then fail or roll back on the server).
+pub(crate) async fn in_order<T>(mut flights: Vec<Flight<'_, T>>) -> Result<Vec<T>> {
+    let mut done: Vec<Option<T>> = flights.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in flights.iter_mut().zip(done.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            match f.as_mut().poll(cx) {
+                Poll::Ready(Ok(v)) => *slot = Some(v),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
         }
-        let gone = decode(t, r#"{"update": {"colour": "red"}}"#).unwrap_err();
-        assert!(gone.contains("colour is no longer a data column"), "{gone}");
-        assert!(decode(t, r#"{"rename": {}}"#).is_err());
-        assert!(decode(t, r#"{"update": {"name": 3}}"#).is_err());
-    }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await?;
+    Ok(done.into_iter().flatten().collect())
 }

@@ -32,10 +32,7 @@ mod apply;
 mod release;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
@@ -43,12 +40,12 @@ use tokio_postgres::{Client, Row, Statement};
 use tracing::{debug, warn};
 use walcast_postgres::{Dsn, connect_sql};
 
+use self::apply::{Flight, in_order};
+use crate::batch::{self, ApplyStats, Batch, Events, Exec, Planned};
 use crate::dlq::{DeadLetter, Dlq};
 use crate::error::{Error, Result};
-use crate::projection::{Change, Projections, RejectKind, Rejection};
-use crate::{plan, sql};
-
-pub(crate) use apply::ApplyStats;
+use crate::projection::{Projections, RejectKind, Rejection};
+use crate::sql;
 
 /// What a batch transaction did.
 #[derive(Debug)]
@@ -58,19 +55,6 @@ pub(crate) enum Outcome {
     RebuildRunning,
     /// The stored offsets differ from what this task last wrote; nothing was written.
     Diverged,
-}
-
-/// A decoded poll batch.
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    /// Decodable events in offset order, with the index of their record.
-    pub(crate) changes: Vec<(usize, Change)>,
-    /// Poison records (index, why).
-    pub(crate) rejected: Vec<(usize, Rejection)>,
-    /// Per partition: the offset after the last record of the batch.
-    pub(crate) next_offsets: BTreeMap<i32, i64>,
-    /// The applied-up-to LSN to record with the batch (the `applied` module).
-    pub(crate) applied_lsn: Option<u64>,
 }
 
 /// A connection to one target.
@@ -166,11 +150,11 @@ impl Store {
     /// Applies `batch` in one transaction, as described in the module docs. `expected` is what
     /// this task believes `walcast_offsets` holds.
     ///
-    /// The transaction normally takes two round trips ([`Store::pipelined`]); a batch with a
+    /// The transaction normally takes two round trips ([`Mode::Pipelined`]); a batch with a
     /// value the database refuses is rolled back and applied again event by event
-    /// ([`Store::careful`]), so that only the refused events go to the DLQ.
+    /// ([`Mode::Careful`]), so that only the refused events go to the DLQ.
     ///
-    /// The batch's decoded changes are given up on the way (see [`Store::pipelined`]); the
+    /// The batch's decoded changes are given up on the way (see [`Store::transact`]); the
     /// careful path decodes the records again.
     pub(crate) async fn apply(
         &mut self,
@@ -187,22 +171,26 @@ impl Store {
             dlq,
         };
         let mut dlq_sent = false;
-        match self.pipelined(&work, batch, &mut dlq_sent).await {
+        let result = match self
+            .transact(&work, batch, Mode::Pipelined, &mut dlq_sent)
+            .await
+        {
             Err(e) if e.is_data_error() => {
                 self.rollback().await?;
                 warn!(target = %self.target, error = %e, "the batch has values the database refuses; applying it event by event");
                 if batch.changes.is_empty() {
-                    batch.changes = crate::target::decode(projections, records, expected).changes;
+                    batch.changes = batch::decode(projections, records, expected).changes;
                 }
-                self.careful(&work, batch, dlq_sent).await
+                self.transact(&work, batch, Mode::Careful, &mut dlq_sent)
+                    .await
             }
-            Err(e) => {
-                // The connection is dropped by the caller; a rollback is only tidiness.
-                let _ = self.rollback().await;
-                Err(e)
-            }
-            ok => ok,
+            other => other,
+        };
+        if result.is_err() {
+            // The connection is dropped by the caller; a rollback is only tidiness.
+            let _ = self.rollback().await;
         }
+        result
     }
 
     async fn rollback(&self) -> Result<()> {
@@ -212,223 +200,94 @@ impl Store {
             .map_err(Error::pg(&self.target, "ROLLBACK"))
     }
 
-    /// The batch in two round trips. The first sends `BEGIN`, the rebuild lock (a statement that
-    /// fails when a rebuild holds it, so nothing behind it runs), the offsets `FOR UPDATE`, the
-    /// `processed_events` insert and, per table, the rows and tombstones of every key of the
-    /// batch. Then, if the lock was free and the offsets are as expected, the
-    /// batch is planned here, its poison records are sent to the DLQ (acknowledged before the
-    /// commit), and the second round trip sends every write, the offsets, the applied LSN and
-    /// `COMMIT`. Statements go out in order on the one connection, so a failing statement
-    /// aborts the transaction and the `COMMIT` behind it rolls back.
+    /// The batch transaction, in either mode:
+    ///
+    /// 1. `BEGIN`, the rebuild gate (a statement that fails when a rebuild holds the lock, so
+    ///    nothing behind it runs) and the stored offsets `FOR UPDATE`, checked against
+    ///    `expected`;
+    /// 2. per step (the whole batch, or each event in a savepoint): the `processed_events`
+    ///    insert and, per table, the rows, tombstones and held changes of the step's keys;
+    ///    the step planned ([`Events::plan`]); its writes;
+    /// 3. the poison records (and refused events) to the DLQ, acknowledged before the commit;
+    /// 4. the offsets, the applied LSN and `COMMIT`.
+    ///
+    /// Pipelined, (1) and the reads of (2) go in one round trip, and the writes of (2) with
+    /// (4) in a second. Statements go out in order on the one connection, so a failing
+    /// statement aborts the transaction and the `COMMIT` behind it rolls back.
     ///
     /// Memory: a batch's column values (up to `max_bytes`) are held once, shared by the
     /// changes, the plan and the statement arguments; before the second round trip the
     /// changes and the plan let go of them, so each statement's values are freed as the
     /// client encodes it, and the values and their encoding are not both whole in memory.
-    async fn pipelined(
+    async fn transact(
         &mut self,
         work: &Work<'_>,
         batch: &mut Batch,
+        mode: Mode,
         dlq_sent: &mut bool,
     ) -> Result<Outcome> {
-        let projections = work.projections;
-        let target = self.target.clone();
-        let pg = |what: &str| Error::pg(&target, what.to_owned());
-        let client = &self.client;
-        let cache = &mut self.statements;
-
-        // A redelivered id inside one batch counts once.
-        let mut seen = HashSet::with_capacity(batch.changes.len());
-        let unique: Vec<&Change> = batch
-            .changes
-            .iter()
-            .map(|(_, c)| c)
-            .filter(|c| seen.insert(c.event_id))
-            .collect();
-        let mut keys: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-        for c in &unique {
-            keys.entry(c.table).or_default().push(&c.key);
-        }
-        for k in keys.values_mut() {
-            k.sort_unstable();
-            k.dedup();
-        }
-        let ids: Vec<uuid::Uuid> = unique.iter().map(|c| c.event_id).collect();
-        let types: Vec<&str> = unique.iter().map(|c| c.event_type.as_str()).collect();
-
-        let gate = apply::stmt(cache, client, &target, sql::REBUILD_GATE).await?;
-        let offsets = apply::stmt(cache, client, &target, sql::LOCK_OFFSETS).await?;
-        let processed = apply::stmt(cache, client, &target, sql::INSERT_PROCESSED).await?;
-        let tombstones = apply::stmt(cache, client, &target, sql::SNAPSHOT_TOMBSTONES).await?;
-        let held = apply::stmt(cache, client, &target, sql::SNAPSHOT_HELD).await?;
-        let mut snapshots = Vec::with_capacity(keys.len());
-        for ti in keys.keys() {
-            let table = &projections.tables[*ti];
-            let rows = apply::stmt(cache, client, &target, &sql::snapshot_rows(table)).await?;
-            snapshots.push((table, rows));
-        }
-
-        let rebuilding = AtomicBool::new(false);
-        let mut first: Vec<Flight<'_, Vec<Row>>> = vec![
-            Box::pin(async {
-                client.batch_execute("BEGIN").await.map_err(pg("BEGIN"))?;
-                Ok(Vec::new())
-            }),
-            Box::pin(async {
-                match client.query(&gate, &[&self.group]).await {
-                    Err(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
-                        rebuilding.store(true, Ordering::Relaxed);
-                        Err(pg("a rebuild holds the lock")(e))
-                    }
-                    other => other.map_err(pg("taking the rebuild lock")),
-                }
-            }),
-            Box::pin(async {
-                (client.query(&offsets, &[&self.group, &self.topic]).await)
-                    .map_err(pg("locking walcast_offsets"))
-            }),
-            Box::pin(async {
-                (client.query(&processed, &[&ids, &types]).await)
-                    .map_err(pg("recording processed_events"))
-            }),
-        ];
-        for ((table, rows), k) in snapshots.iter().zip(keys.values()) {
-            let what = format!("reading {}", table.name);
-            first.push(Box::pin(async move {
-                client.query(rows, &[k]).await.map_err(pg(&what))
-            }));
-            first.push(Box::pin(async {
-                (client.query(&tombstones, &[&table.name, k]).await)
-                    .map_err(pg("reading walcast_tombstones"))
-            }));
-            first.push(Box::pin(async {
-                (client.query(&held, &[&table.name, k]).await).map_err(pg("reading walcast_held"))
-            }));
-        }
-        let answers = match in_order(first).await {
-            Err(_) if rebuilding.load(Ordering::Relaxed) => {
-                self.rollback().await?;
-                return Ok(Outcome::RebuildRunning);
-            }
-            other => other?,
+        let events = Events::new(batch.changes.iter().map(|(_, c)| c));
+        let (ids, types) = events.processed();
+        let head = self.prepare_head().await?;
+        let reads = match mode {
+            Mode::Pipelined => Some(self.prepare_reads(work.projections, &events).await?),
+            Mode::Careful => None,
         };
-        // Past BEGIN and the gate.
-        let mut answers = answers.into_iter().skip(2);
-        let mut next = || answers.next().unwrap_or_default();
-        let stored: BTreeMap<i32, i64> = next().iter().map(|r| (r.get(0), r.get(1))).collect();
+        let flights = match &reads {
+            Some(r) => self.read_flights(work.projections, r, &events, &ids, &types),
+            None => Vec::new(),
+        };
+        let Some((stored, mut answers)) = self.open(&head, flights).await? else {
+            return Ok(Outcome::RebuildRunning);
+        };
         if work.moved(&self.target, &stored) {
             self.rollback().await?;
             return Ok(Outcome::Diverged);
         }
-        let fresh: HashSet<uuid::Uuid> = next().iter().map(|r| r.get(0)).collect();
-        let mut stats = ApplyStats {
-            applied: fresh.len() as u64,
-            duplicates: (batch.changes.len() - fresh.len()) as u64,
-            ..ApplyStats::default()
+        let Planned {
+            mut execs,
+            mut stats,
+        } = match mode {
+            Mode::Pipelined => self.answer(work.projections, events, &mut answers)?,
+            Mode::Careful => {
+                drop(events);
+                Planned {
+                    execs: Vec::new(),
+                    stats: self.careful(work.projections, batch).await?,
+                }
+            }
         };
-        let mut by_table: BTreeMap<usize, Vec<&Change>> = BTreeMap::new();
-        for c in unique.into_iter().filter(|c| fresh.contains(&c.event_id)) {
-            by_table.entry(c.table).or_default().push(c);
-        }
-        let mut execs = Vec::new();
-        for ti in keys.keys() {
-            let table = &projections.tables[*ti];
-            let snapshot = apply::snapshot(&target, table, &next(), &next(), &next());
-            let Some(changes) = by_table.get(ti) else {
-                continue;
-            };
-            let plan = plan::plan(changes.iter().copied(), &snapshot?);
-            stats.planned(&plan);
-            execs.extend(apply::writes(table, &plan));
-        }
-        execs.extend(self.bookkeeping(batch));
-        drop(by_table);
-        drop(keys);
+        execs.extend(batch::bookkeeping(&self.group, &self.topic, batch));
         // The statement arguments now hold the only references to the values.
         batch.changes = Vec::new();
 
-        let dead = work.letters(&batch.rejected);
+        let rejected = if *dlq_sent {
+            &[][..]
+        } else {
+            &batch.rejected[..]
+        };
+        let mut dead = work.letters(rejected);
+        dead.extend(work.letters(&stats.db_rejected));
         work.dlq.send_all(&dead).await?;
         *dlq_sent = true;
-        stats.dead_lettered = dead.len() as u64;
+        stats.dead_lettered = (dead.len() + batch.rejected.len() - rejected.len()) as u64;
 
-        let client = &self.client;
-        let cache = &mut self.statements;
-        let mut statements = Vec::with_capacity(execs.len());
-        for e in &execs {
-            statements.push(apply::stmt(cache, client, &target, &e.sql).await?);
-        }
-        let mut second: Vec<Flight<'_, u64>> = Vec::with_capacity(execs.len() + 1);
-        for (e, s) in execs.into_iter().zip(&statements) {
-            // The arguments move into the client, which drops them once encoded.
-            let apply::Exec { what, args, .. } = e;
-            second.push(Box::pin(async move {
-                client.execute_raw(s, args).await.map_err(pg(&what))
-            }));
-        }
-        second.push(Box::pin(async {
-            client.batch_execute("COMMIT").await.map_err(pg("COMMIT"))?;
-            Ok(0)
-        }));
-        in_order(second).await?;
+        self.send(execs, Some("COMMIT")).await?;
         Ok(Outcome::Committed(stats))
     }
 
-    /// The offsets and the applied LSN of `batch`, written with its rows.
-    fn bookkeeping(&self, batch: &Batch) -> Vec<apply::Exec> {
-        let mut out = Vec::new();
-        let (parts, offs): (Vec<i32>, Vec<i64>) =
-            batch.next_offsets.iter().map(|(p, o)| (*p, *o)).unzip();
-        if !parts.is_empty() {
-            out.push(
-                apply::Exec::new(sql::STORE_OFFSETS.into(), "writing walcast_offsets".into())
-                    .arg(self.group.clone())
-                    .arg(self.topic.clone())
-                    .arg(parts)
-                    .arg(offs),
-            );
-        }
-        if let Some(lsn) = batch.applied_lsn {
-            let text = format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
-            out.push(
-                apply::Exec::new(
-                    sql::STORE_APPLIED_LSN.into(),
-                    "writing walcast_applied_lsn".into(),
-                )
-                .arg(self.group.clone())
-                .arg(text),
-            );
-        }
-        out
-    }
-
-    /// The batch event by event, each in a savepoint: an event the database refuses is rolled
-    /// back alone and sent to the DLQ (with the poison records, unless `dlq_sent` already).
-    async fn careful(&mut self, work: &Work<'_>, batch: &Batch, dlq_sent: bool) -> Result<Outcome> {
-        let projections = work.projections;
-        let target = self.target.clone();
-        let pg = |what: &str| Error::pg(&target, what.to_owned());
-        let execs = self.bookkeeping(batch);
-        let cache = &mut self.statements;
-        let mut tx = self.client.transaction().await.map_err(pg("BEGIN"))?;
-
-        let Some(stored) = locked_offsets(&tx, &target, &self.group, &self.topic).await? else {
-            return Ok(Outcome::RebuildRunning);
-        };
-        if work.moved(&self.target, &stored) {
-            return Ok(Outcome::Diverged);
-        }
-
+    /// Step (2) of [`Store::transact`] event by event, each in a savepoint: an event the
+    /// database refuses is rolled back alone, and its key held behind it.
+    async fn careful(&mut self, projections: &Projections, batch: &Batch) -> Result<ApplyStats> {
         let mut stats = ApplyStats::default();
         for (idx, change) in &batch.changes {
-            let sp = tx.savepoint("event").await.map_err(pg("SAVEPOINT"))?;
-            match apply::apply_changes(&sp, cache, projections, &target, &[change]).await {
-                Ok(s) => {
-                    sp.commit().await.map_err(pg("RELEASE SAVEPOINT"))?;
-                    stats.add(s);
-                }
+            match self.step(projections, Events::new([change]), true).await {
+                Ok(s) => stats.add(s),
                 Err(e) if e.is_data_error() => {
-                    sp.rollback().await.map_err(pg("ROLLBACK TO SAVEPOINT"))?;
+                    self.client
+                        .batch_execute("ROLLBACK TO SAVEPOINT event")
+                        .await
+                        .map_err(Error::pg(&self.target, "ROLLBACK TO SAVEPOINT"))?;
                     let detail = match &e {
                         Error::Postgres { source, .. } => source
                             .as_db_error()
@@ -437,9 +296,9 @@ impl Store {
                         other => other.to_string(),
                     };
                     // Its key waits behind it until it is replayed or discarded.
-                    let hold = apply::hold_key(projections, change, &detail);
-                    apply::run(&tx, cache, &target, &hold).await?;
-                    warn!(target = %target, event_id = %change.event_id, key = %change.key,
+                    let hold = batch::hold_key(projections, change, &detail);
+                    self.send(vec![hold], None).await?;
+                    warn!(target = %self.target, event_id = %change.event_id, key = %change.key,
                         "the database refused an event: dead-lettered, and later events of its key \
                          are held until it is replayed or discarded (walcast dlq discard)");
                     stats.db_rejected.push((
@@ -453,46 +312,219 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+        Ok(stats)
+    }
 
-        let rejected = if dlq_sent {
-            &[][..]
-        } else {
-            &batch.rejected[..]
-        };
-        let mut dead = work.letters(rejected);
-        dead.extend(work.letters(&stats.db_rejected));
-        work.dlq.send_all(&dead).await?;
-        stats.dead_lettered = (dead.len() + batch.rejected.len() - rejected.len()) as u64;
-
-        for e in &execs {
-            apply::run(&tx, cache, &target, e).await?;
+    /// Step (2) of [`Store::transact`] for `events` inside an open transaction, in two round
+    /// trips; in a savepoint `event` when `savepoint`.
+    async fn step(
+        &mut self,
+        projections: &Projections,
+        events: Events<'_>,
+        savepoint: bool,
+    ) -> Result<ApplyStats> {
+        let (ids, types) = events.processed();
+        let reads = self.prepare_reads(projections, &events).await?;
+        let mut flights = Vec::new();
+        if savepoint {
+            flights.push(self.simple("SAVEPOINT event", "SAVEPOINT"));
         }
-        tx.commit().await.map_err(pg("COMMIT"))?;
-        Ok(Outcome::Committed(stats))
+        flights.extend(self.read_flights(projections, &reads, &events, &ids, &types));
+        let mut answers = in_order(flights)
+            .await?
+            .into_iter()
+            .skip(usize::from(savepoint));
+        let Planned { execs, stats } = self.answer(projections, events, &mut answers)?;
+        self.send(execs, savepoint.then_some("RELEASE SAVEPOINT event"))
+            .await?;
+        Ok(stats)
+    }
+
+    /// The statements of round trip (1) of [`Store::transact`] (see [`Store::open`]).
+    async fn prepare_head(&mut self) -> Result<Head> {
+        let (c, cache, target) = (&self.client, &mut self.statements, &self.target);
+        Ok(Head {
+            gate: apply::stmt(cache, c, target, sql::REBUILD_GATE).await?,
+            offsets: apply::stmt(cache, c, target, sql::LOCK_OFFSETS).await?,
+        })
+    }
+
+    /// The statements that read what a step needs (see [`Store::read_flights`]).
+    async fn prepare_reads(
+        &mut self,
+        projections: &Projections,
+        events: &Events<'_>,
+    ) -> Result<Reads> {
+        let (c, cache, target) = (&self.client, &mut self.statements, &self.target);
+        let mut rows = Vec::with_capacity(events.keys().len());
+        for ti in events.keys().keys() {
+            let table = &projections.tables[*ti];
+            rows.push(apply::stmt(cache, c, target, &sql::snapshot_rows(table)).await?);
+        }
+        Ok(Reads {
+            processed: apply::stmt(cache, c, target, sql::INSERT_PROCESSED).await?,
+            tombstones: apply::stmt(cache, c, target, sql::SNAPSHOT_TOMBSTONES).await?,
+            held: apply::stmt(cache, c, target, sql::SNAPSHOT_HELD).await?,
+            rows,
+        })
+    }
+
+    /// The `processed_events` insert of `ids` (answering the fresh ones), then per table of
+    /// `events`: the rows, tombstones and held changes of its keys ([`Store::answer`]).
+    fn read_flights<'a>(
+        &'a self,
+        projections: &'a Projections,
+        reads: &'a Reads,
+        events: &'a Events<'_>,
+        ids: &'a [uuid::Uuid],
+        types: &'a [&'a str],
+    ) -> Vec<Flight<'a, Vec<Row>>> {
+        let client = &self.client;
+        let pg = |what: &str| Error::pg(&self.target, what.to_owned());
+        let mut out: Vec<Flight<'a, Vec<Row>>> = Vec::with_capacity(1 + 3 * reads.rows.len());
+        out.push(Box::pin(async move {
+            (client.query(&reads.processed, &[&ids, &types]).await)
+                .map_err(pg("recording processed_events"))
+        }));
+        for ((ti, keys), rows) in events.keys().iter().zip(&reads.rows) {
+            let table = &projections.tables[*ti];
+            let what = format!("reading {}", table.name);
+            out.push(Box::pin(async move {
+                client.query(rows, &[keys]).await.map_err(pg(&what))
+            }));
+            out.push(Box::pin(async move {
+                (client.query(&reads.tombstones, &[&table.name, keys]).await)
+                    .map_err(pg("reading walcast_tombstones"))
+            }));
+            out.push(Box::pin(async move {
+                (client.query(&reads.held, &[&table.name, keys]).await)
+                    .map_err(pg("reading walcast_held"))
+            }));
+        }
+        out
+    }
+
+    /// Plans `events` from the answers of [`Store::read_flights`].
+    fn answer(
+        &self,
+        projections: &Projections,
+        events: Events<'_>,
+        answers: &mut impl Iterator<Item = Vec<Row>>,
+    ) -> Result<Planned> {
+        let mut next = || answers.next().unwrap_or_default();
+        let fresh: HashSet<uuid::Uuid> = next().iter().map(|r| r.get(0)).collect();
+        events.plan(projections, &fresh, |ti| {
+            let table = &projections.tables[ti];
+            apply::snapshot(&self.target, table, &next(), &next(), &next())
+        })
+    }
+
+    /// Round trip (1) of [`Store::transact`]: `BEGIN`, the rebuild gate, the stored offsets
+    /// `FOR UPDATE`, then `also`. `None` (rolled back) when a rebuild holds the lock;
+    /// otherwise the stored offsets and the answers of `also`.
+    async fn open<'a>(
+        &'a self,
+        head: &'a Head,
+        also: Vec<Flight<'a, Vec<Row>>>,
+    ) -> Result<Option<(BTreeMap<i32, i64>, std::vec::IntoIter<Vec<Row>>)>> {
+        let target = &self.target;
+        let pg = |what: &str| Error::pg(target, what.to_owned());
+        let client = &self.client;
+        let rebuilding = AtomicBool::new(false);
+        let mut flights: Vec<Flight<'_, Vec<Row>>> = vec![
+            self.simple("BEGIN", "BEGIN"),
+            Box::pin(async {
+                match client.query(&head.gate, &[&self.group]).await {
+                    Err(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+                        rebuilding.store(true, Ordering::Relaxed);
+                        Err(pg("a rebuild holds the lock")(e))
+                    }
+                    other => other.map_err(pg("taking the rebuild lock")),
+                }
+            }),
+            Box::pin(async {
+                (client
+                    .query(&head.offsets, &[&self.group, &self.topic])
+                    .await)
+                    .map_err(pg("locking walcast_offsets"))
+            }),
+        ];
+        flights.extend(also);
+        let answers = match in_order(flights).await {
+            Err(_) if rebuilding.load(Ordering::Relaxed) => {
+                self.rollback().await?;
+                return Ok(None);
+            }
+            other => other?,
+        };
+        // Past BEGIN and the gate.
+        let mut answers = answers.into_iter().skip(2);
+        let stored = (answers.next().unwrap_or_default().iter())
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(Some((stored, answers.collect::<Vec<_>>().into_iter())))
+    }
+
+    /// A statement without parameters or answer, as a flight.
+    fn simple<'a>(&'a self, text: &'static str, what: &'static str) -> Flight<'a, Vec<Row>> {
+        Box::pin(async move {
+            (self.client.batch_execute(text).await).map_err(Error::pg(&self.target, what))?;
+            Ok(Vec::new())
+        })
+    }
+
+    /// Sends `execs` (then `tail`, unless empty) in one round trip. The arguments move into
+    /// the client, which drops them once encoded.
+    async fn send(&mut self, execs: Vec<Exec>, tail: Option<&'static str>) -> Result<()> {
+        let (client, cache, target) = (&self.client, &mut self.statements, &self.target);
+        let mut statements = Vec::with_capacity(execs.len());
+        for e in &execs {
+            statements.push(apply::stmt(cache, client, target, &e.sql).await?);
+        }
+        let mut flights: Vec<Flight<'_, ()>> = Vec::with_capacity(execs.len() + 1);
+        for (e, s) in execs.into_iter().zip(&statements) {
+            let Exec { what, args, .. } = e;
+            flights.push(Box::pin(async move {
+                client
+                    .execute_raw(s, args)
+                    .await
+                    .map_err(Error::pg(target, what))?;
+                Ok(())
+            }));
+        }
+        if let Some(tail) = tail {
+            let what = tail.trim_end_matches(" event");
+            flights.push(Box::pin(async move {
+                (client.batch_execute(tail).await).map_err(Error::pg(target, what))
+            }));
+        }
+        in_order(flights).await?;
+        Ok(())
     }
 }
 
-/// In `tx`: takes the rebuild lock shared and locks the stored offsets of `group` on `topic`;
-/// `None` when a rebuild holds the lock.
-async fn locked_offsets(
-    tx: &tokio_postgres::Transaction<'_>,
-    target: &str,
-    group: &str,
-    topic: &str,
-) -> Result<Option<BTreeMap<i32, i64>>> {
-    let free: bool = tx
-        .query_one(sql::TRY_SHARED_REBUILD_LOCK, &[&group])
-        .await
-        .map_err(Error::pg(target, "taking the rebuild lock"))?
-        .get(0);
-    if !free {
-        return Ok(None);
-    }
-    let rows = tx
-        .query(sql::LOCK_OFFSETS, &[&group, &topic])
-        .await
-        .map_err(Error::pg(target, "locking walcast_offsets"))?;
-    Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
+/// How [`Store::transact`] sends a batch's statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The whole batch in two round trips.
+    Pipelined,
+    /// Event by event, each in a savepoint (after the database refused a value of the batch).
+    Careful,
+}
+
+/// The prepared rebuild gate and offsets lock.
+struct Head {
+    gate: Statement,
+    offsets: Statement,
+}
+
+/// The prepared statements that read what a step needs.
+struct Reads {
+    processed: Statement,
+    tombstones: Statement,
+    held: Statement,
+    /// Per table of the step, in key order: its rows.
+    rows: Vec<Statement>,
 }
 
 /// What one batch transaction works on.
@@ -525,34 +557,4 @@ impl<'a> Work<'a> {
             })
             .collect()
     }
-}
-
-/// One statement of a pipelined round trip.
-type Flight<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
-
-/// Runs `flights` on one connection, sending them in order: each is polled for the first
-/// time in list order, which is when tokio-postgres queues its messages. Stops at the first
-/// error (the statements behind it then fail or roll back on the server).
-async fn in_order<T>(mut flights: Vec<Flight<'_, T>>) -> Result<Vec<T>> {
-    let mut done: Vec<Option<T>> = flights.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in flights.iter_mut().zip(done.iter_mut()) {
-            if slot.is_some() {
-                continue;
-            }
-            match f.as_mut().poll(cx) {
-                Poll::Ready(Ok(v)) => *slot = Some(v),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => pending = true,
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(()))
-        }
-    })
-    .await?;
-    Ok(done.into_iter().flatten().collect())
 }

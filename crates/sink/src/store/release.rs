@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Row;
 
-use super::{Store, apply, locked_offsets};
+use super::Store;
+use crate::batch::Events;
 use crate::discard::{Discard, DiscardReport};
 use crate::error::{Error, Result};
 use crate::projection::Projections;
@@ -18,28 +19,42 @@ impl Store {
         projections: &Projections,
         what: &Discard,
     ) -> Result<DiscardReport> {
-        let target = self.target.clone();
-        let pg = |what: &str| Error::pg(&target, what.to_owned());
-        let cache = &mut self.statements;
-        let tx = self.client.transaction().await.map_err(pg("BEGIN"))?;
-        if locked_offsets(&tx, &target, &self.group, &self.topic)
-            .await?
-            .is_none()
-        {
+        let head = self.prepare_head().await?;
+        if self.open(&head, Vec::new()).await?.is_none() {
             return Err(Error::Config(format!(
-                "a rebuild of {target} is running (it empties the holds too); run the discard \
-                 after it finished, if the key is still held"
+                "a rebuild of {} is running (it empties the holds too); run the discard \
+                 after it finished, if the key is still held",
+                self.target
             )));
         }
+        match self.release(projections, what).await {
+            Ok(report) => {
+                (self.client.batch_execute("COMMIT").await)
+                    .map_err(Error::pg(&self.target, "COMMIT"))?;
+                Ok(report)
+            }
+            Err(e) => {
+                let _ = self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Store::discard`] inside its transaction.
+    async fn release(
+        &mut self,
+        projections: &Projections,
+        what: &Discard,
+    ) -> Result<DiscardReport> {
+        let target = self.target.clone();
+        let pg = |what: &str| Error::pg(&target, what.to_owned());
         let removed = match what {
-            Discard::Event(id) => tx.query(sql::DISCARD_EVENT, &[id]).await,
-            Discard::Key(key) => tx.query(sql::DISCARD_KEY, &[key]).await,
+            Discard::Event(id) => self.client.query(sql::DISCARD_EVENT, &[id]).await,
+            Discard::Key(key) => self.client.query(sql::DISCARD_KEY, &[key]).await,
         }
         .map_err(pg("removing the hold from walcast_held"))?;
         if removed.is_empty() {
-            let held = tx
-                .query(sql::DEAD_LETTERS, &[])
-                .await
+            let held = (self.client.query(sql::DEAD_LETTERS, &[]).await)
                 .map_err(pg("reading walcast_held"))?;
             return Err(Error::Config(nothing_held(&target, what, &held)));
         }
@@ -49,21 +64,24 @@ impl Store {
             by_table.entry(r.get(0)).or_default().push(r.get(1));
         }
         let mut report = DiscardReport::default();
-        let mut stats = apply::ApplyStats::default();
         for (name, mut keys) in by_table {
             keys.sort_unstable();
             keys.dedup();
-            let Some(table) = projections.tables.iter().find(|t| t.name == name) else {
+            let Some(ti) = projections.tables.iter().position(|t| t.name == name) else {
                 return Err(Error::Config(format!(
                     "{target} holds keys of table {name}, which the connector file no longer \
                      maps; restore its [[tables]] entry to release them"
                 )));
             };
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            apply::apply_table(&tx, cache, table, &target, &refs, &[], &mut stats).await?;
-            let waiting: i64 = tx
+            let stats = self
+                .step(projections, Events::settle(ti, refs.clone()), false)
+                .await?;
+            report.released += stats.released;
+            let waiting: i64 = (self
+                .client
                 .query_one(sql::HELD_OF_KEYS, &[&name, &refs])
-                .await
+                .await)
                 .map_err(pg("reading walcast_held"))?
                 .get(0);
             report.still_held += waiting;
@@ -71,8 +89,6 @@ impl Store {
                 .keys
                 .extend(keys.into_iter().map(|k| (name.clone(), k)));
         }
-        tx.commit().await.map_err(pg("COMMIT"))?;
-        report.released = stats.released;
         Ok(report)
     }
 }
