@@ -332,7 +332,7 @@ pub(crate) async fn consume(
                     let m = &ctx.metrics;
                     if let Some(lsn) = figure {
                         written = lsn;
-                        m.applied_commit_lsn.set(lsn.as_u64() as f64);
+                        m.applied_commit_lsn.set(lsn.as_u64());
                     }
                     if records.is_empty() {
                         continue;
