@@ -24,6 +24,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use walcast_pgoutput::Lsn;
+
 /// Observations of new max LSNs kept; older ones are dropped (lag is then underestimated
 /// for replicas behind all of them, which are far behind anyway).
 const HISTORY: usize = 4096;
@@ -57,29 +59,18 @@ pub struct ReplicaStatus {
     pub healthy: bool,
     /// Healthy and within the lag policy: queries may go here.
     pub eligible: bool,
-    /// The applied commit LSN as a number (`0/16B3748` is `0x16B3748`).
-    pub applied_lsn: u64,
+    /// The applied commit LSN (displays as `0/16B3748`).
+    pub applied_lsn: Lsn,
     pub lag: Duration,
     pub lag_bytes: u64,
     /// Why it is not eligible, or `"ok"`.
     pub reason: String,
 }
 
-impl ReplicaStatus {
-    /// The applied LSN in Postgres notation (`0/16B3748`).
-    pub fn applied_lsn_text(&self) -> String {
-        format!(
-            "{:X}/{:X}",
-            self.applied_lsn >> 32,
-            self.applied_lsn & 0xFFFF_FFFF
-        )
-    }
-}
-
 #[derive(Debug, Clone)]
 struct State {
     healthy: bool,
-    lsn: u64,
+    lsn: Lsn,
     problem: String,
 }
 
@@ -89,7 +80,7 @@ pub(crate) struct Tracker {
     names: Vec<String>,
     states: Vec<State>,
     /// (LSN, first seen): each time a probe saw an LSN above every earlier one.
-    history: VecDeque<(u64, Instant)>,
+    history: VecDeque<(Lsn, Instant)>,
     policy: LagPolicy,
 }
 
@@ -99,7 +90,7 @@ impl Tracker {
             .iter()
             .map(|_| State {
                 healthy: false,
-                lsn: 0,
+                lsn: Lsn::ZERO,
                 problem: "not probed yet".into(),
             })
             .collect();
@@ -112,7 +103,7 @@ impl Tracker {
     }
 
     /// Records a successful probe: the replica answers and has applied up to `lsn`.
-    pub(crate) fn observe(&mut self, i: usize, lsn: u64, now: Instant) {
+    pub(crate) fn observe(&mut self, i: usize, lsn: Lsn, now: Instant) {
         let Some(s) = self.states.get_mut(i) else {
             return;
         };
@@ -145,8 +136,8 @@ impl Tracker {
             .filter(|s| s.healthy)
             .map(|s| s.lsn)
             .max()
-            .unwrap_or(0);
-        let lag_bytes = max.saturating_sub(s.lsn);
+            .unwrap_or(Lsn::ZERO);
+        let lag_bytes = max.as_u64().saturating_sub(s.lsn.as_u64());
         let lag = if lag_bytes == 0 {
             Duration::ZERO
         } else {
@@ -223,14 +214,14 @@ mod tests {
         let mut t = tracker(3);
         let t0 = Instant::now();
         for i in 0..3 {
-            t.observe(i, 100, t0);
+            t.observe(i, Lsn(100), t0);
         }
         assert_eq!(eligible(&t, t0), [true, true, true]);
         // replicas 1 and 2 apply one more transaction; replica 3 stops applying.
         let t1 = t0 + Duration::from_secs(1);
-        t.observe(0, 200, t1);
-        t.observe(1, 200, t1);
-        t.observe(2, 100, t1);
+        t.observe(0, Lsn(200), t1);
+        t.observe(1, Lsn(200), t1);
+        t.observe(2, Lsn(100), t1);
         let s = t.status(2, t1 + Duration::from_secs(2)).unwrap();
         assert_eq!(
             (s.lag, s.lag_bytes, s.eligible),
@@ -244,7 +235,7 @@ mod tests {
                 .contains("behind the freshest replica")
         );
         // it catches up
-        t.observe(2, 200, later);
+        t.observe(2, Lsn(200), later);
         assert_eq!(eligible(&t, later), [true, true, true]);
     }
 
@@ -252,8 +243,8 @@ mod tests {
     fn too_many_bytes_behind_is_skipped_at_once() {
         let mut t = tracker(2);
         let now = Instant::now();
-        t.observe(0, 5000, now);
-        t.observe(1, 10, now);
+        t.observe(0, Lsn(5000), now);
+        t.observe(1, Lsn(10), now);
         assert_eq!(eligible(&t, now), [true, false]);
         assert_eq!(t.status(1, now).map(|s| s.lag_bytes), Some(4990));
     }
@@ -262,8 +253,8 @@ mod tests {
     fn lag_is_measured_against_healthy_replicas_only() {
         let mut t = tracker(2);
         let t0 = Instant::now();
-        t.observe(0, 900, t0);
-        t.observe(1, 500, t0);
+        t.observe(0, Lsn(900), t0);
+        t.observe(1, Lsn(500), t0);
         t.mark_down(0, "connection refused".into());
         let s = t.statuses(t0 + Duration::from_secs(60));
         assert_eq!((s[0].healthy, s[0].eligible), (false, false));
@@ -277,8 +268,8 @@ mod tests {
     #[test]
     fn lsn_text() {
         let mut t = tracker(1);
-        t.observe(0, 0x1_016B_3748, Instant::now());
+        t.observe(0, Lsn(0x1_016B_3748), Instant::now());
         let s = t.status(0, Instant::now()).unwrap();
-        assert_eq!(s.applied_lsn_text(), "1/16B3748");
+        assert_eq!(s.applied_lsn.to_string(), "1/16B3748");
     }
 }

@@ -224,7 +224,7 @@ fn replica_json(r: &ReplicaStatus) -> Value {
         "name": r.name,
         "lagSeconds": r.lag.as_secs_f64(),
         "lagBytes": r.lag_bytes,
-        "appliedLsn": r.applied_lsn_text(),
+        "appliedLsn": r.applied_lsn.to_string(),
     })
 }
 
@@ -240,7 +240,7 @@ fn replica_headers(response: &mut Response, r: &ReplicaStatus) {
         (REPLICA_HEADER, r.name.clone()),
         (LAG_HEADER, format!("{:.3}", r.lag.as_secs_f64())),
         (LAG_BYTES_HEADER, r.lag_bytes.to_string()),
-        (LSN_HEADER, r.applied_lsn_text()),
+        (LSN_HEADER, r.applied_lsn.to_string()),
     ];
     for (name, value) in values {
         if let Ok(v) = HeaderValue::from_str(&value) {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use deadpool_postgres::{Client, Pool};
+use walcast_pgoutput::Lsn;
 use walcast_postgres::Dsn;
 use walcast_telemetry::metrics::Registry;
 
@@ -170,7 +171,7 @@ impl ReplicaSet {
 
 /// The commit LSN the sink has applied on this replica (0 before its first event); also
 /// proves the read model is there.
-async fn applied_lsn(pool: &Pool) -> Result<u64> {
+async fn applied_lsn(pool: &Pool) -> Result<Lsn> {
     let client = pool.get().await.map_err(|source| Error::Pool {
         db: "replica".into(),
         source,
@@ -189,5 +190,5 @@ async fn applied_lsn(pool: &Pool) -> Result<u64> {
     let lsn: i64 = row
         .try_get(0)
         .map_err(Error::pg("reading the applied LSN"))?;
-    Ok(u64::try_from(lsn).unwrap_or(0))
+    Ok(Lsn(u64::try_from(lsn).unwrap_or(0)))
 }

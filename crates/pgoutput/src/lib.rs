@@ -15,6 +15,8 @@
 //! ```
 //!
 //! * [`Lsn`] — WAL positions, displayed like Postgres (`16/B374D848`).
+//! * [`Timestamp`] — instants (commit times), displayed as RFC 3339 UTC
+//!   (`2026-11-23T07:49:44.123456Z`).
 //! * [`replication`] — the streaming replication sub-protocol inside `CopyData`
 //!   (`w` XLogData, `k` keepalive, `r` standby status update).
 //! * [`message`] — pgoutput messages (protocol v1 and v2) and the stateful
@@ -84,9 +86,9 @@ pub mod message;
 mod reader;
 pub mod relation;
 pub mod replication;
-mod time;
+mod timestamp;
 pub mod value;
 
 pub use error::{DecodeError, DecodeErrorKind};
 pub use lsn::{Lsn, ParseLsnError};
-pub use time::{PG_EPOCH_UNIX_SECS, format_pg_micros, pg_epoch_micros, system_time_from_pg_micros};
+pub use timestamp::{PG_EPOCH_UNIX_SECS, ParseTimestampError, Timestamp};

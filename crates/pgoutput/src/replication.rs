@@ -131,7 +131,7 @@ pub struct StandbyStatusUpdate {
     pub flush: Lsn,
     /// Last WAL byte + 1 applied.
     pub apply: Lsn,
-    /// Client clock, µs since 2000-01-01 UTC (see [`crate::pg_epoch_micros`]).
+    /// Client clock, µs since 2000-01-01 UTC (see [`crate::Timestamp::from_system_time`]).
     pub client_time: i64,
     /// Ask the server to reply immediately (with a keepalive).
     pub reply_requested: bool,

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use walcast_pgoutput::Lsn;
-use walcast_pgoutput::format_pg_micros;
 use walcast_pgoutput::message::{self, Oid, OldTuple, Relation, TupleData, Xid};
 use walcast_pgoutput::relation::RelationCache;
 use walcast_pgoutput::value::{base64, tuple_to_json};
+use walcast_pgoutput::{Lsn, Timestamp};
 
 use crate::error::{Error, Result};
 
@@ -47,8 +46,8 @@ pub struct Change {
     pub commit_lsn: Lsn,
     /// Transaction id.
     pub xid: Option<Xid>,
-    /// Commit time, ISO 8601 UTC.
-    pub commit_ts: Option<String>,
+    /// Commit time (serialized as RFC 3339 UTC, `2026-11-23T07:49:44.123456Z`).
+    pub commit_ts: Option<Timestamp>,
     /// Schema of the table.
     pub schema: Option<String>,
     /// Table name.
@@ -85,8 +84,8 @@ pub struct TxnBegin {
     pub xid: Xid,
     /// LSN of its commit record.
     pub commit_lsn: Lsn,
-    /// Commit time, ISO 8601 UTC.
-    pub commit_ts: String,
+    /// Commit time (serialized as RFC 3339 UTC).
+    pub commit_ts: Timestamp,
 }
 
 /// End of a transaction.
@@ -98,8 +97,8 @@ pub struct TxnCommit {
     pub commit_lsn: Lsn,
     /// End of the commit record: confirm this once the whole transaction is durable.
     pub end_lsn: Lsn,
-    /// Commit time, ISO 8601 UTC.
-    pub commit_ts: String,
+    /// Commit time (serialized as RFC 3339 UTC).
+    pub commit_ts: Timestamp,
 }
 
 /// The connection was lost inside a transaction whose Begin was handed out.
@@ -152,9 +151,8 @@ impl Event {
 pub(crate) struct Txn {
     pub(crate) xid: Xid,
     pub(crate) commit_lsn: Lsn,
-    /// Commit time as sent in Begin (µs since 2000-01-01).
-    pub(crate) commit_time: i64,
-    pub(crate) commit_ts: String,
+    /// Commit time as sent in Begin.
+    pub(crate) commit_ts: Timestamp,
 }
 
 impl Txn {
@@ -162,19 +160,7 @@ impl Txn {
         Txn {
             xid: b.xid,
             commit_lsn: b.final_lsn,
-            commit_time: b.commit_time,
-            commit_ts: format_pg_micros(b.commit_time),
-        }
-    }
-
-    /// The commit time of `Commit` as text: the same instant as Begin's in
-    /// practice, so this transaction's string is reused instead of formatted
-    /// again.
-    pub(crate) fn into_commit_ts(self, commit_time: i64) -> String {
-        if commit_time == self.commit_time {
-            self.commit_ts
-        } else {
-            format_pg_micros(commit_time)
+            commit_ts: b.commit_time,
         }
     }
 
@@ -184,7 +170,7 @@ impl Txn {
             lsn,
             commit_lsn: self.commit_lsn,
             xid: Some(self.xid),
-            commit_ts: Some(self.commit_ts.clone()),
+            commit_ts: Some(self.commit_ts),
             schema: None,
             table: None,
             new: None,
@@ -329,8 +315,7 @@ mod tests {
         let txn = Txn {
             xid: 7,
             commit_lsn: Lsn(0x16_B374_D848),
-            commit_time: 0,
-            commit_ts: "2026-11-23T07:49:44.123456Z".into(),
+            commit_ts: Timestamp::from_pg_micros(848_735_384_123_456),
         };
         let mut c = txn.change(Op::Update, Lsn(0x16_B374_D000));
         c.schema = Some("public".into());

@@ -375,7 +375,7 @@ impl ChangeStream {
                     self.queue.push_back(Event::Begin(TxnBegin {
                         xid: txn.xid,
                         commit_lsn: txn.commit_lsn,
-                        commit_ts: txn.commit_ts.clone(),
+                        commit_ts: txn.commit_ts,
                     }));
                 }
                 self.txn = Some(txn);
@@ -387,7 +387,7 @@ impl ChangeStream {
                         xid: txn.xid,
                         commit_lsn: c.commit_lsn,
                         end_lsn: c.end_lsn,
-                        commit_ts: txn.into_commit_ts(c.commit_time),
+                        commit_ts: c.commit_time,
                     }));
                 }
             }

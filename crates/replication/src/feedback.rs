@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, trace};
 use walcast_pgoutput::Lsn;
-use walcast_pgoutput::pg_epoch_micros;
+use walcast_pgoutput::Timestamp;
 use walcast_pgoutput::replication::{ReplicationMessage, XLogData};
 
 use crate::copy_both::ReplicationStream;
@@ -105,7 +105,7 @@ impl FeedbackStream {
         if self.progress.next_due(now) > now {
             return Ok(());
         }
-        let client_time = pg_epoch_micros(SystemTime::now());
+        let client_time = Timestamp::from_system_time(SystemTime::now()).pg_micros();
         if let Some(update) = self.progress.poll_update(now, client_time) {
             trace!(write = %update.write, flush = %update.flush, "standby status update");
             self.raw.send_status_update(&update).await?;

@@ -37,6 +37,7 @@ use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
+use walcast_pgoutput::{Lsn, Timestamp};
 use walcast_sink::{Sink, SinkConfig};
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
@@ -107,7 +108,7 @@ async fn publish(kafka: &Kafka, topic: &str, events: &[Event]) {
     for (i, e) in events.iter().enumerate() {
         let id = e.id.to_string();
         let at = iso(e.occurred_at);
-        let lsn = format!("0/{:X}", (i + 1) * 0x100);
+        let lsn = Lsn((i as u64 + 1) * 0x100).to_string();
         let mut headers = common::envelope(&id, e.event_type, &at, &lsn);
         let version = e.event_version.map(|v| v.to_string());
         // Older-schema creates (v1: "title", no isActive) say so, as the source would; without
@@ -323,24 +324,9 @@ async fn run_floor(clusters: &[Postgres], rows: &[String], events: &[Event]) -> 
     started.elapsed()
 }
 
-/// ISO 8601 UTC from µs since the epoch.
+/// RFC 3339 UTC from µs since the Unix epoch.
 fn iso(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    Timestamp::from_unix_micros(micros)
+        .unwrap_or_default()
+        .to_string()
 }

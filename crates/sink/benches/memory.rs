@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::NoTls;
+use walcast_pgoutput::Lsn;
 use walcast_sink::{Sink, SinkConfig};
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
@@ -202,7 +203,7 @@ async fn publish(kafka: &Kafka, topic: &str, n: usize) {
     for i in 0..n {
         let product = uuid::Uuid::new_v4();
         let id = uuid::Uuid::new_v4().to_string();
-        let lsn = format!("0/{:X}", (i + 1) * 0x100);
+        let lsn = Lsn((i as u64 + 1) * 0x100).to_string();
         let value = serde_json::json!({
             "productId": product, "sku": format!("SKU-{i:06}"), "name": format!("Big {i}"),
             "description": description, "price": "1.00", "currency": "EUR",

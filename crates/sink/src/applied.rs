@@ -24,13 +24,14 @@ use std::collections::BTreeMap;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
+use walcast_pgoutput::Lsn;
 
 use crate::projection::Projections;
 
 /// The greatest commit LSN applied per partition, since the task connected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Applied {
-    lsns: BTreeMap<i32, u64>,
+    lsns: BTreeMap<i32, Lsn>,
 }
 
 impl Applied {
@@ -58,16 +59,16 @@ impl Applied {
     }
 
     /// The greatest `L(p)`: a true figure only when no partition has records pending.
-    pub(crate) fn max(&self) -> Option<u64> {
+    pub(crate) fn max(&self) -> Option<Lsn> {
         self.lsns.values().max().copied()
     }
 
     /// The least `L(p)` over `partitions`; `None` while one of them has none.
-    pub(crate) fn floor(&self, partitions: &[i32]) -> Option<u64> {
+    pub(crate) fn floor(&self, partitions: &[i32]) -> Option<Lsn> {
         partitions
             .iter()
             .map(|p| self.lsns.get(p).copied())
-            .try_fold(u64::MAX, |m, l| l.map(|l| m.min(l)))
+            .try_fold(Lsn(u64::MAX), |m, l| l.map(|l| m.min(l)))
             .filter(|_| !partitions.is_empty())
     }
 
@@ -78,7 +79,7 @@ impl Applied {
         &self,
         offsets: &BTreeMap<i32, i64>,
         marks: &BTreeMap<i32, (i64, i64)>,
-    ) -> Option<u64> {
+    ) -> Option<Lsn> {
         let mut pending = marks
             .iter()
             .filter(|(p, (low, high))| offsets.get(p).copied().unwrap_or(*low) < *high)
@@ -87,7 +88,7 @@ impl Applied {
         if pending.peek().is_none() {
             return self.max();
         }
-        pending.try_fold(u64::MAX, |m, l| l.map(|l| m.min(l)))
+        pending.try_fold(Lsn(u64::MAX), |m, l| l.map(|l| m.min(l)))
     }
 }
 
@@ -98,14 +99,14 @@ mod tests {
 
     fn applied(lsns: &[(i32, u64)]) -> Applied {
         Applied {
-            lsns: lsns.iter().copied().collect(),
+            lsns: lsns.iter().map(|(p, l)| (*p, Lsn(*l))).collect(),
         }
     }
 
     #[test]
     fn the_floor_is_the_least_partition_and_unknown_while_one_has_none() {
         let a = applied(&[(0, 0x500), (1, 0x300)]);
-        assert_eq!(a.floor(&[0, 1]), Some(0x300));
+        assert_eq!(a.floor(&[0, 1]), Some(Lsn(0x300)));
         assert_eq!(a.floor(&[0, 1, 2]), None);
         assert_eq!(a.floor(&[]), None);
     }
@@ -116,10 +117,10 @@ mod tests {
         let offsets: BTreeMap<i32, i64> = [(0, 10), (1, 4)].into();
         // Partition 1 has records pending: nothing above its 0x300 is known applied.
         let marks = [(0, (0, 10)), (1, (0, 9)), (2, (0, 0))].into();
-        assert_eq!(a.with_watermarks(&offsets, &marks), Some(0x300));
+        assert_eq!(a.with_watermarks(&offsets, &marks), Some(Lsn(0x300)));
         // Everything consumed (partition 2 empty): the greatest.
         let marks = [(0, (0, 10)), (1, (0, 4)), (2, (5, 5))].into();
-        assert_eq!(a.with_watermarks(&offsets, &marks), Some(0x500));
+        assert_eq!(a.with_watermarks(&offsets, &marks), Some(Lsn(0x500)));
         // A partition pending with no LSN known since the start: unknown.
         let marks = [(0, (0, 10)), (1, (0, 4)), (2, (0, 3))].into();
         assert_eq!(a.with_watermarks(&offsets, &marks), None);

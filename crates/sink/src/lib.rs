@@ -56,7 +56,6 @@ mod sql;
 mod store;
 mod target;
 mod text;
-mod timestamp;
 mod value;
 
 pub use config::SinkConfig;

@@ -1,7 +1,7 @@
 //! Metric names of the sink (Prometheus conventions), all labelled `target` (the pruning ones
 //! `table` too).
 
-use walcast_telemetry::metrics::{Counter, Gauge, Histogram, Registry};
+use walcast_telemetry::metrics::{Counter, Gauge, Histogram, Registry, WholeGauge};
 
 pub const EVENTS_APPLIED: &str = "walcast_sink_events_applied_total";
 pub const EVENTS_DUPLICATE: &str = "walcast_sink_events_duplicate_total";
@@ -46,7 +46,7 @@ pub(crate) struct TargetMetrics {
     pub(crate) retries: Counter,
     pub(crate) lag: Gauge,
     pub(crate) apply_seconds: Histogram,
-    pub(crate) applied_commit_lsn: Gauge,
+    pub(crate) applied_commit_lsn: WholeGauge,
     pub(crate) up: Gauge,
     pub(crate) partitions_refused: Gauge,
 }
@@ -69,7 +69,7 @@ impl TargetMetrics {
             retries: registry.counter(RETRIES, "Batches or connections retried after an error.", l),
             lag: registry.gauge(LAG, "Messages between the target's stored offsets and the high watermarks.", l),
             apply_seconds: registry.histogram(APPLY_SECONDS, "Time to apply and commit one batch.", l, APPLY_BUCKETS),
-            applied_commit_lsn: registry.gauge(APPLIED_COMMIT_LSN, "Source commit LSN up to which every event is applied (walcast_applied_lsn), as a number.", l),
+            applied_commit_lsn: registry.whole_gauge(APPLIED_COMMIT_LSN, "Source commit LSN up to which every event is applied (walcast_applied_lsn), as a number.", l),
             up: registry.gauge(TARGET_UP, "1 while the target is connected and consuming, else 0.", l),
             partitions_refused: registry.gauge(PARTITIONS_REFUSED, "Partitions of the topic the target does not consume because the topic gained partitions (see /ready).", l),
         }

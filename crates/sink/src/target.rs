@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 use walcast_config::Backoff;
+use walcast_pgoutput::Lsn;
 
 use crate::applied::Applied;
 use crate::batch::{self, ApplyStats};
@@ -171,7 +172,7 @@ pub(crate) struct Progress {
     offsets: Option<BTreeMap<i32, i64>>,
     pub(crate) applied: Applied,
     /// The applied-up-to LSN from the last watermarks ([`Applied::with_watermarks`]).
-    figure: Option<u64>,
+    figure: Option<Lsn>,
 }
 
 pub(crate) fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
@@ -258,7 +259,7 @@ pub(crate) async fn consume(
         }
         // The applied-up-to LSN last written on this connection (see the `applied` module);
         // the stored figure only grows, and after a rebuild it may be lower than any before.
-        let mut written = 0u64;
+        let mut written = Lsn::ZERO;
         let mut next_refresh = Instant::now() + refresh;
         let mut next_held = Instant::now();
         let mut idle_since = Instant::now();
@@ -331,7 +332,7 @@ pub(crate) async fn consume(
                     let m = &ctx.metrics;
                     if let Some(lsn) = figure {
                         written = lsn;
-                        m.applied_commit_lsn.set(lsn as f64);
+                        m.applied_commit_lsn.set(lsn.as_u64());
                     }
                     if records.is_empty() {
                         continue;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use walcast_pgoutput::Timestamp;
 
 use crate::config::ColumnType;
-use crate::{text, timestamp};
+use crate::text;
 
 /// Why a value cannot be written to a column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,14 +95,14 @@ fn checked(
             .ok_or_else(|| TypeMismatch(format!("expected a 64-bit integer, got {n}")))?
             .to_string(),
         (ColumnType::Bigint, _) => return Err(wrong("an integer")),
-        (ColumnType::Timestamptz, Value::String(s)) => timestamp::parse_micros(s)
-            .map(timestamp::format_micros)
-            .ok_or_else(|| {
+        (ColumnType::Timestamptz, Value::String(s)) => {
+            s.parse::<Timestamp>().map(|t| t.to_string()).map_err(|_| {
                 TypeMismatch(format!(
                     "expected an ISO 8601 timestamp, got {}",
                     text::echo(s)
                 ))
-            })?,
+            })?
+        }
         (ColumnType::Timestamptz, _) => return Err(wrong("an ISO 8601 timestamp string")),
         (ColumnType::Jsonb, v) => v.to_string(),
     };

@@ -1,6 +1,8 @@
 //! Metric names of the source (Prometheus conventions) and the handles the pipeline updates.
 
-use walcast_telemetry::metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use walcast_telemetry::metrics::{
+    Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry, WholeGauge,
+};
 
 pub const EVENTS_PUBLISHED: &str = "walcast_source_events_published_total";
 pub const BYTES_PUBLISHED: &str = "walcast_source_bytes_published_total";
@@ -31,7 +33,7 @@ pub struct SourceMetrics {
     pub heartbeats: Counter,
     pub in_flight: Gauge,
     pub slot_lag: Gauge,
-    pub confirmed_lsn: Gauge,
+    pub confirmed_lsn: WholeGauge,
     pub progress_stalled: Gauge,
     pub commit_to_ack: Histogram,
 }
@@ -51,7 +53,7 @@ impl SourceMetrics {
             heartbeats: registry.counter(HEARTBEATS, "Heartbeat messages written with pg_logical_emit_message.", l),
             in_flight: registry.gauge(IN_FLIGHT, "Records produced and not yet acknowledged.", l),
             slot_lag: registry.gauge(SLOT_LAG, "pg_current_wal_lsn() minus the slot's confirmed_flush_lsn, in bytes.", l),
-            confirmed_lsn: registry.gauge(CONFIRMED_LSN, "Last LSN confirmed to Postgres, as a number.", l),
+            confirmed_lsn: registry.whole_gauge(CONFIRMED_LSN, "Last LSN confirmed to Postgres, as a number.", l),
             progress_stalled: registry.gauge(PROGRESS_STALLED, "Seconds the slot's confirmed_flush_lsn has not moved while WAL was written after it (0 while it moves or is caught up).", l),
             commit_to_ack: registry.histogram(COMMIT_TO_ACK, "Time from a transaction's commit to the broker's acknowledgement of its events.", l, LATENCY_BUCKETS),
         }

@@ -388,7 +388,7 @@ impl Pipeline {
         }
         if let Some(lsn) = self.ledger.take() {
             self.changes.confirm(lsn).await?;
-            self.metrics.confirmed_lsn.set(lsn.0 as f64);
+            self.metrics.confirmed_lsn.set(lsn.as_u64());
         }
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! | `walcast.lsn` | WAL position of the row (`16/B374D000`) |
 //! | `walcast.commit_lsn` | WAL position of its transaction's commit record |
 //! | `walcast.xid` | transaction id |
-//! | `walcast.commit_ts` | commit time, ISO 8601 UTC with microseconds |
+//! | `walcast.commit_ts` | commit time, RFC 3339 UTC with microseconds ([`walcast_pgoutput::Timestamp`]) |
 //!
 //! Values are [`Bytes`] slices of the replication message where possible: a record costs a
 //! few small allocations, never a copy of the payload before librdkafka's own.
@@ -100,7 +100,9 @@ impl Record {
 pub struct TxnMeta {
     pub xid: Bytes,
     pub commit_lsn: Bytes,
+    /// The commit time's header text.
     pub commit_ts: Bytes,
+    /// The commit time, milliseconds since the Unix epoch (the record timestamp).
     pub commit_ms: i64,
 }
 
@@ -109,85 +111,38 @@ impl TxnMeta {
         TxnMeta {
             xid: Bytes::from(b.xid.to_string()),
             commit_lsn: Bytes::from(b.commit_lsn.to_string()),
-            commit_ms: iso_to_unix_millis(&b.commit_ts).unwrap_or(0),
-            commit_ts: Bytes::from(b.commit_ts.clone()),
+            commit_ms: b.commit_ts.unix_millis(),
+            commit_ts: Bytes::from(b.commit_ts.to_rfc3339()),
         }
     }
-}
-
-/// Parses `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` (the format of [`walcast_pgoutput::format_pg_micros`])
-/// into milliseconds since the Unix epoch.
-pub fn iso_to_unix_millis(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<i64> {
-        let part = s.get(from..to)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    let millis = match b.get(19) {
-        Some(b'.') => {
-            // Byte 19 is '.', so byte 20 starts a character; `get` keeps that obvious.
-            let rest = s.get(20..)?;
-            let frac = &rest[..rest.find(|c: char| !c.is_ascii_digit())?];
-            let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-            digits.parse::<i64>().ok()?
-        }
-        Some(b'Z') => 0,
-        _ => return None,
-    };
-    let days = days_from_civil(y, m, d);
-    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + millis)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use walcast_pgoutput::format_pg_micros;
+    use walcast_pgoutput::Timestamp;
 
     #[test]
-    fn commit_time_to_unix_millis() {
-        assert_eq!(iso_to_unix_millis("1970-01-01T00:00:00.000000Z"), Some(0));
-        assert_eq!(
-            iso_to_unix_millis("2000-01-01T00:00:00.000999Z"),
-            Some(946_684_800_000)
-        );
-        assert_eq!(
-            iso_to_unix_millis("2026-11-23T07:49:44.123456Z"),
-            Some(1_795_420_184_123)
-        );
-        // Round trip with the formatter the replication client uses.
-        let pg_micros = 849_340_184_123_456_i64; // 2026-11-30T... since 2000-01-01
-        let unix_ms = pg_micros / 1000 + 946_684_800_000;
-        assert_eq!(
-            iso_to_unix_millis(&format_pg_micros(pg_micros)),
-            Some(unix_ms)
-        );
-        assert_eq!(iso_to_unix_millis("yesterday"), None);
-        assert_eq!(
-            iso_to_unix_millis("2026-11-23T07:49:44.€€Z"),
-            Some(1_795_420_184_000)
-        );
-        assert_eq!(iso_to_unix_millis("2026-11-23T07:49:4€.1Z"), None);
+    fn transaction_headers_and_timestamp() {
+        let meta = |pg_micros: i64| {
+            TxnMeta::new(&TxnBegin {
+                xid: 7,
+                commit_lsn: Lsn(0x16_B374_D848),
+                commit_ts: Timestamp::from_pg_micros(pg_micros),
+            })
+        };
+        let m = meta(848_735_384_123_456);
+        assert_eq!(&m.xid[..], b"7");
+        assert_eq!(&m.commit_lsn[..], b"16/B374D848");
+        assert_eq!(&m.commit_ts[..], b"2026-11-23T07:49:44.123456Z");
+        assert_eq!(m.commit_ms, 1_795_420_184_123);
+        let before_1970 = meta(-946_684_800_000_001);
+        assert_eq!(&before_1970.commit_ts[..], b"1969-12-31T23:59:59.999999Z");
+        assert_eq!(before_1970.commit_ms, -1);
+        let leap_day = meta(59 * 86_400_000_000 + 999);
+        assert_eq!(&leap_day.commit_ts[..], b"2000-02-29T00:00:00.000999Z");
+        assert_eq!(leap_day.commit_ms, 951_782_400_000);
     }
 
     #[test]

@@ -25,6 +25,7 @@ struct Entry {
 enum Metric {
     Counter(Counter),
     Gauge(Gauge),
+    WholeGauge(WholeGauge),
     Histogram(Histogram),
 }
 
@@ -32,7 +33,7 @@ impl Metric {
     fn kind(&self) -> &'static str {
         match self {
             Metric::Counter(_) => "counter",
-            Metric::Gauge(_) => "gauge",
+            Metric::Gauge(_) | Metric::WholeGauge(_) => "gauge",
             Metric::Histogram(_) => "histogram",
         }
     }
@@ -50,6 +51,13 @@ impl Registry {
     pub fn gauge(&self, name: &str, help: &str, labels: Labels<'_>) -> Gauge {
         let g = Gauge::default();
         self.register(name, help, labels, Metric::Gauge(g.clone()));
+        g
+    }
+
+    /// A gauge of whole numbers, rendered digit for digit (see [`WholeGauge`]).
+    pub fn whole_gauge(&self, name: &str, help: &str, labels: Labels<'_>) -> WholeGauge {
+        let g = WholeGauge::default();
+        self.register(name, help, labels, Metric::WholeGauge(g.clone()));
         g
     }
 
@@ -98,6 +106,9 @@ impl Registry {
             match &e.metric {
                 Metric::Counter(c) => sample(&mut out, &e.name, &e.labels, None, c.get() as f64),
                 Metric::Gauge(g) => sample(&mut out, &e.name, &e.labels, None, g.get()),
+                Metric::WholeGauge(g) => {
+                    sample_text(&mut out, &e.name, &e.labels, None, &g.get().to_string());
+                }
                 Metric::Histogram(h) => h.render(&mut out, &e.name, &e.labels),
             }
         }
@@ -106,6 +117,16 @@ impl Registry {
 }
 
 fn sample(out: &mut String, name: &str, labels: &[(String, String)], le: Option<&str>, v: f64) {
+    sample_text(out, name, labels, le, &format_value(v));
+}
+
+fn sample_text(
+    out: &mut String,
+    name: &str,
+    labels: &[(String, String)],
+    le: Option<&str>,
+    value: &str,
+) {
     out.push_str(name);
     if !labels.is_empty() || le.is_some() {
         out.push('{');
@@ -124,7 +145,7 @@ fn sample(out: &mut String, name: &str, labels: &[(String, String)], le: Option<
         }
         out.push('}');
     }
-    let _ = writeln!(out, " {}", format_value(v));
+    let _ = writeln!(out, " {value}");
 }
 
 fn format_value(v: f64) -> String {
@@ -167,6 +188,23 @@ impl Gauge {
     }
     pub fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A gauge of whole numbers up to `u64::MAX`, such as an LSN.
+///
+/// Rendered as its decimal digits: the text keeps every bit, where a [`Gauge`]'s `f64` keeps
+/// 53 (an LSN above 2^53 would be shown rounded). Prometheus itself still stores it as a float;
+/// readers of the text (`walcast status`) get it exactly.
+#[derive(Debug, Clone, Default)]
+pub struct WholeGauge(Arc<AtomicU64>);
+
+impl WholeGauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -250,10 +288,12 @@ mod tests {
         );
         let b = r.counter("walcast_events_total", "Events.", &[("target", "re\"d")]);
         let g = r.gauge("walcast_slot_lag_bytes", "Lag.", &[]);
+        let w = r.whole_gauge("walcast_confirmed_lsn", "LSN.", &[]);
         let h = r.histogram("walcast_latency_seconds", "Latency.", &[], &[0.1, 1.0]);
         a.inc_by(3);
         b.inc();
         g.set(42.0);
+        w.set((1 << 53) + 1);
         h.observe(0.05);
         h.observe(0.5);
         h.observe(5.0);
@@ -271,6 +311,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("walcast_slot_lag_bytes 42\n"), "{text}");
+        assert!(
+            text.contains("# TYPE walcast_confirmed_lsn gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("walcast_confirmed_lsn 9007199254740993\n"),
+            "{text}"
+        );
         assert!(
             text.contains("walcast_latency_seconds_bucket{le=\"0.1\"} 1\n"),
             "{text}"

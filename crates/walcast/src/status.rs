@@ -1,6 +1,9 @@
 //! `walcast status`: one screen with the health of every component, the source's slot lag and
 //! each sink target's lag, read from their admin endpoints (`/ready`, `/metrics`).
 //! Exits 1 when any component is not ready, so scripts and probes can use it.
+//!
+//! LSNs are read from the metrics' text, digit for digit: the services render their LSN gauges
+//! as whole numbers (`WholeGauge`), which an `f64` could not hold above 2^53.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use walcast_replication::Lsn;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -42,41 +46,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         };
         let samples = parse(&metrics);
         match name {
-            "source" => {
-                let v = |m: &str| samples.get(m).and_then(|s| s.first()).map(|(_, v)| *v);
-                println!(
-                    "           slot lag {} bytes, confirmed LSN {}, {} events published, {} dead letters",
-                    fmt(v("walcast_source_slot_lag_bytes")),
-                    v("walcast_source_confirmed_lsn")
-                        .map(|l| lsn(l as u64))
-                        .unwrap_or("-".into()),
-                    fmt(v("walcast_source_events_published_total")),
-                    fmt(v("walcast_source_dead_letters_total")),
-                );
-            }
+            "source" => println!("{}", source_detail(&samples)),
             "sink" => {
-                let by_target = |m: &str| -> BTreeMap<String, f64> {
-                    samples
-                        .get(m)
-                        .map(|s| s.iter().cloned().collect())
-                        .unwrap_or_default()
-                };
-                let (up, lag) = (
-                    by_target("walcast_sink_target_up"),
-                    by_target("walcast_sink_lag_messages"),
-                );
-                let (applied, at) = (
-                    by_target("walcast_sink_events_applied_total"),
-                    by_target("walcast_sink_applied_commit_lsn"),
-                );
-                for (target, is_up) in &up {
-                    println!(
-                        "           target {target:<14} {:<5} lag {} messages, {} applied, last commit LSN {}",
-                        if *is_up >= 1.0 { "up" } else { "DOWN" },
-                        fmt(lag.get(target).copied()),
-                        fmt(applied.get(target).copied()),
-                        at.get(target).map(|l| lsn(*l as u64)).unwrap_or("-".into()),
-                    );
+                for line in sink_details(&samples) {
+                    println!("{line}");
                 }
             }
             _ => {}
@@ -89,24 +62,86 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     }
 }
 
-fn fmt(v: Option<f64>) -> String {
-    v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into())
+/// The source's line: slot lag, confirmed LSN, events and dead letters.
+fn source_detail(samples: &Samples) -> String {
+    let v = |m: &str| {
+        samples
+            .get(m)
+            .and_then(|s| s.first())
+            .map(|(_, v)| v.as_str())
+    };
+    format!(
+        "           slot lag {} bytes, confirmed LSN {}, {} events published, {} dead letters",
+        fmt(v("walcast_source_slot_lag_bytes")),
+        fmt_lsn(v("walcast_source_confirmed_lsn")),
+        fmt(v("walcast_source_events_published_total")),
+        fmt(v("walcast_source_dead_letters_total")),
+    )
 }
 
-fn lsn(v: u64) -> String {
-    format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF)
+/// One line per sink target: up, lag, events applied, applied commit LSN.
+fn sink_details(samples: &Samples) -> Vec<String> {
+    let by_target = |m: &str| -> BTreeMap<String, String> {
+        samples
+            .get(m)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    let (up, lag) = (
+        by_target("walcast_sink_target_up"),
+        by_target("walcast_sink_lag_messages"),
+    );
+    let (applied, at) = (
+        by_target("walcast_sink_events_applied_total"),
+        by_target("walcast_sink_applied_commit_lsn"),
+    );
+    up.iter()
+        .map(|(target, is_up)| {
+            format!(
+                "           target {target:<14} {:<5} lag {} messages, {} applied, last commit LSN {}",
+                if number(is_up).is_some_and(|v| v >= 1.0) { "up" } else { "DOWN" },
+                fmt(lag.get(target).map(String::as_str)),
+                fmt(applied.get(target).map(String::as_str)),
+                fmt_lsn(at.get(target).map(String::as_str)),
+            )
+        })
+        .collect()
 }
 
-/// metric name → (value of its `target` label or "", value), for the simple samples we show.
-fn parse(text: &str) -> BTreeMap<String, Vec<(String, f64)>> {
-    let mut out: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+fn number(text: &str) -> Option<f64> {
+    text.parse().ok()
+}
+
+fn fmt(v: Option<&str>) -> String {
+    v.and_then(number)
+        .map(|v| format!("{v}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// An LSN gauge's text: its digits when it is a whole number (exact), else (a service that
+/// renders it as a float) the float, rounded.
+fn fmt_lsn(v: Option<&str>) -> String {
+    let exact = |t: &str| t.parse::<u64>().ok();
+    let rounded = |t: &str| number(t).map(|f| f as u64);
+    v.and_then(|t| exact(t).or_else(|| rounded(t)))
+        .map(|l| Lsn(l).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// metric name → (value of its `target` label or "", value as written).
+type Samples = BTreeMap<String, Vec<(String, String)>>;
+
+/// The simple samples we show, from the Prometheus text; values that are not numbers are
+/// left out.
+fn parse(text: &str) -> Samples {
+    let mut out = Samples::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let Ok(value) = value.parse::<f64>() else {
+        if number(value).is_none() {
             continue;
-        };
+        }
         let (name, labels) = series.split_once('{').unwrap_or((series, ""));
         let target = labels
             .split(',')
@@ -115,7 +150,7 @@ fn parse(text: &str) -> BTreeMap<String, Vec<(String, f64)>> {
             .unwrap_or_default();
         out.entry(name.to_owned())
             .or_default()
-            .push((target, value));
+            .push((target, value.to_owned()));
     }
     out
 }
@@ -153,13 +188,38 @@ mod tests {
         let m = parse(text);
         assert_eq!(
             m["walcast_sink_target_up"],
-            vec![("replica-1".to_owned(), 1.0)]
+            vec![("replica-1".to_owned(), "1".to_owned())]
         );
         assert_eq!(
             m["walcast_source_slot_lag_bytes"],
-            vec![(String::new(), 58360.0)]
+            vec![(String::new(), "58360".to_owned())]
         );
-        assert_eq!(lsn(0x1_DB07_88), "0/1DB0788");
-        assert_eq!(lsn((0x16 << 32) | 0xB374_D848), "16/B374D848");
+        assert_eq!(fmt_lsn(Some("31131528")), "0/1DB0788");
+        assert_eq!(fmt_lsn(Some("97500059720")), "16/B374D848");
+        assert_eq!(fmt_lsn(Some("9.7500059720e10")), "16/B374D848");
+        assert_eq!(fmt_lsn(None), "-");
+    }
+
+    /// LSNs are 64-bit; a gauge's f64 keeps 53 bits. 2^53 + 1 is `200000/1`, and above 2^53
+    /// an f64 cannot hold every LSN: the screen must still show the exact one.
+    #[test]
+    fn shows_lsns_above_2_pow_53_exactly() {
+        let exact = walcast_replication::Lsn((1 << 53) + 1);
+        let registry = walcast_telemetry::metrics::Registry::default();
+        let source = walcast_source::metrics::SourceMetrics::new(&registry, "s");
+        source.confirmed_lsn.set(exact.as_u64());
+        let line = source_detail(&parse(&registry.render()));
+        assert!(line.contains("confirmed LSN 200000/1,"), "{line}");
+
+        let sink = "walcast_sink_target_up{target=\"t\"} 1\n\
+                    walcast_sink_applied_commit_lsn{target=\"t\"} 18446744073709551615\n\
+                    walcast_sink_target_up{target=\"u\"} 1\n\
+                    walcast_sink_applied_commit_lsn{target=\"u\"} 9007199254740993\n";
+        let lines = sink_details(&parse(sink));
+        assert!(
+            lines[0].ends_with("last commit LSN FFFFFFFF/FFFFFFFF"),
+            "{lines:?}"
+        );
+        assert!(lines[1].ends_with("last commit LSN 200000/1"), "{lines:?}");
     }
 }

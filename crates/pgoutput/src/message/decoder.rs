@@ -10,6 +10,7 @@ use crate::error::{DecodeError, DecodeErrorKind};
 use crate::lsn::Lsn;
 use crate::reader::Reader;
 use crate::relation::{Column, ReplicaIdentity};
+use crate::timestamp::Timestamp;
 
 const BEGIN: u8 = b'B';
 const COMMIT: u8 = b'C';
@@ -74,7 +75,7 @@ impl Decoder {
                 r.set_context("Begin");
                 LogicalMessage::Begin(Begin {
                     final_lsn: Lsn(r.u64("Int64 final LSN")?),
-                    commit_time: r.i64("Int64 commit timestamp")?,
+                    commit_time: Timestamp::from_pg_micros(r.i64("Int64 commit timestamp")?),
                     xid: r.u32("Int32 xid")?,
                 })
             }
@@ -84,7 +85,7 @@ impl Decoder {
                     flags: r.u8("Int8 flags")?,
                     commit_lsn: Lsn(r.u64("Int64 commit LSN")?),
                     end_lsn: Lsn(r.u64("Int64 end LSN")?),
-                    commit_time: r.i64("Int64 commit timestamp")?,
+                    commit_time: Timestamp::from_pg_micros(r.i64("Int64 commit timestamp")?),
                 })
             }
             ORIGIN => {
@@ -191,7 +192,7 @@ impl Decoder {
                     flags: r.u8("Int8 flags")?,
                     commit_lsn: Lsn(r.u64("Int64 commit LSN")?),
                     end_lsn: Lsn(r.u64("Int64 end LSN")?),
-                    commit_time: r.i64("Int64 commit timestamp")?,
+                    commit_time: Timestamp::from_pg_micros(r.i64("Int64 commit timestamp")?),
                 })
             }
             STREAM_ABORT => {

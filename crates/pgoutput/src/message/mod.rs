@@ -39,6 +39,7 @@ use bytes::Bytes;
 
 use crate::lsn::Lsn;
 use crate::relation::{Column, ReplicaIdentity};
+use crate::timestamp::Timestamp;
 
 /// A PostgreSQL object identifier.
 pub type Oid = u32;
@@ -84,8 +85,8 @@ pub enum LogicalMessage {
 pub struct Begin {
     /// The LSN of the transaction's commit record.
     pub final_lsn: Lsn,
-    /// Commit time, µs since 2000-01-01 UTC.
-    pub commit_time: i64,
+    /// Commit time.
+    pub commit_time: Timestamp,
     /// Transaction id.
     pub xid: Xid,
 }
@@ -100,8 +101,8 @@ pub struct Commit {
     /// The LSN just past the commit record: the position to confirm once the
     /// transaction is durable downstream.
     pub end_lsn: Lsn,
-    /// Commit time, µs since 2000-01-01 UTC.
-    pub commit_time: i64,
+    /// Commit time.
+    pub commit_time: Timestamp,
 }
 
 /// `O` — the transaction was replicated from another node.
@@ -262,8 +263,8 @@ pub struct StreamCommit {
     pub commit_lsn: Lsn,
     /// The LSN just past the commit record.
     pub end_lsn: Lsn,
-    /// Commit time, µs since 2000-01-01 UTC.
-    pub commit_time: i64,
+    /// Commit time.
+    pub commit_time: Timestamp,
 }
 
 /// `A` — a streamed (sub)transaction aborted; discard its changes.

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
+use walcast_pgoutput::Lsn;
 
 use crate::error::Result;
 use crate::plan::{self, Snapshot, TablePlan};
@@ -38,7 +39,7 @@ pub(crate) struct Batch {
     /// Per partition: the offset after the last record of the batch.
     pub(crate) next_offsets: BTreeMap<i32, i64>,
     /// The applied-up-to LSN to record with the batch (the `applied` module).
-    pub(crate) applied_lsn: Option<u64>,
+    pub(crate) applied_lsn: Option<Lsn>,
 }
 
 /// Decodes records into a batch; records below the stored offsets (already applied) are left out.
@@ -365,7 +366,7 @@ mod tests {
         assert!(none.is_empty());
         let batch = Batch {
             next_offsets: BTreeMap::from([(0, 8)]),
-            applied_lsn: Some(0x16_B374_D848),
+            applied_lsn: Some(Lsn(0x16_B374_D848)),
             ..Batch::default()
         };
         let both = bookkeeping("g", "t", &batch);

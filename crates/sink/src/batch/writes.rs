@@ -2,12 +2,13 @@
 //! statement per table and write shape, the held changes, and the batch's bookkeeping.
 
 use tokio_postgres::types::ToSql;
+use walcast_pgoutput::Timestamp;
 
 use super::Batch;
 use crate::plan::TablePlan;
 use crate::projection::{Change, Op, Position, Projections, Table};
+use crate::sql;
 use crate::value::{SqlText, Text};
-use crate::{sql, timestamp};
 
 /// One statement and its arguments, owned so that several can be sent at once.
 pub(crate) struct Exec {
@@ -264,21 +265,22 @@ pub(crate) fn bookkeeping(group: &str, topic: &str, batch: &Batch) -> Vec<Exec> 
         );
     }
     if let Some(lsn) = batch.applied_lsn {
-        let text = format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
         out.push(
             Exec::new(
                 sql::STORE_APPLIED_LSN.into(),
                 "writing walcast_applied_lsn".into(),
             )
             .arg(group.to_owned())
-            .arg(text),
+            .arg(lsn.to_string()),
         );
     }
     out
 }
 
 fn occurred(p: &Position) -> Option<String> {
-    p.occurred_at.map(timestamp::format_micros)
+    p.occurred_at
+        .and_then(Timestamp::from_unix_micros)
+        .map(|t| t.to_string())
 }
 
 #[cfg(test)]

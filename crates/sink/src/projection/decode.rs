@@ -3,11 +3,12 @@
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde_json::{Map, Value};
+use walcast_pgoutput::{Lsn, Timestamp};
 
 use super::{Change, EventRule, Op, Position, Projections, RejectKind, Rejection, Source};
 use crate::config::Action;
 use crate::value::Text;
-use crate::{text, timestamp, value};
+use crate::{text, value};
 
 fn reject(kind: RejectKind, detail: impl Into<String>) -> Rejection {
     Rejection {
@@ -31,19 +32,13 @@ fn header_str<'m>(msg: &'m impl Message, name: &str) -> Result<Option<&'m str>, 
         .transpose()
 }
 
-/// Postgres LSN text (`16/B374D848`) as a number.
-pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
 impl Projections {
     /// The record's `walcast.commit_lsn`, if it has a readable one.
-    pub(crate) fn commit_lsn(&self, msg: &impl Message) -> Option<u64> {
+    pub(crate) fn commit_lsn(&self, msg: &impl Message) -> Option<Lsn> {
         header_str(msg, &self.envelope.commit_lsn_header)
             .ok()
             .flatten()
-            .and_then(parse_lsn)
+            .and_then(|s| s.trim().parse().ok())
     }
 
     /// Decodes a record into the change it makes, or why it cannot be projected.
@@ -123,19 +118,22 @@ impl Projections {
                     )
                 })?,
         };
-        let occurred_at = match header_str(msg, &env.occurred_at_header)? {
-            None => None,
-            Some(s) => Some(timestamp::parse_micros(s).ok_or_else(|| {
-                reject(
-                    RejectKind::WrongType,
-                    format!(
-                        "header {} is not an ISO 8601 timestamp: {}",
-                        env.occurred_at_header,
-                        text::echo(s)
-                    ),
-                )
-            })?),
-        };
+        let occurred_at =
+            match header_str(msg, &env.occurred_at_header)? {
+                None => None,
+                Some(s) => Some(s.parse().ok().and_then(Timestamp::unix_micros).ok_or_else(
+                    || {
+                        reject(
+                            RejectKind::WrongType,
+                            format!(
+                                "header {} is not an ISO 8601 timestamp: {}",
+                                env.occurred_at_header,
+                                text::echo(s)
+                            ),
+                        )
+                    },
+                )?),
+            };
         let op = match rule.action {
             Action::Delete => Op::Delete,
             Action::Update => Op::Update(self.columns(event_type, rule, &payload)?),

@@ -74,8 +74,9 @@ struct Upcast {
     defaults: Vec<(String, Value)>,
 }
 
-/// Version guard of a change: aggregate version, then `occurred_at` (µs since the epoch; an
-/// unknown time sorts first).
+/// Version guard of a change: aggregate version, then `occurred_at` (µs since the Unix epoch,
+/// [`walcast_pgoutput::Timestamp::unix_micros`], the form the bookkeeping tables compare in
+/// SQL; an unknown time sorts first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Position {
     pub(crate) version: i64,

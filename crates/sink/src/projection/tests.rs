@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use rdkafka::Timestamp;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use serde_json::json;
+use walcast_pgoutput::Lsn;
 
 use super::*;
 use crate::config::SinkConfig;
@@ -108,7 +109,10 @@ fn product_created_decodes_into_a_whole_row() {
     let c = decode(&p, &record("ProductCreated", &[], &created_v2())).unwrap();
     assert_eq!(c.key, PRODUCT);
     assert_eq!(c.pos.version, 1);
-    assert_eq!(p.commit_lsn(&record("X", &[], "{}")), Some(0x16_B374_D848));
+    assert_eq!(
+        p.commit_lsn(&record("X", &[], "{}")),
+        Some(Lsn(0x16_B374_D848))
+    );
     let Op::Upsert(row) = c.op else {
         panic!("{:?}", c.op)
     };

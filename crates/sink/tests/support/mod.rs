@@ -16,6 +16,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
+use walcast_pgoutput::{Lsn, Timestamp};
 use walcast_sink::{Sink, SinkConfig};
 use walcast_telemetry::admin::{self, Health};
 use walcast_telemetry::metrics::Registry;
@@ -223,7 +224,7 @@ pub async fn produce(topic: &str, events: &[Event], lsn: &mut u64) {
         *lsn += 0x100;
         let id = e.id.to_string();
         let occurred = format_micros(e.occurred_at);
-        let commit_lsn = format!("{:X}/{:X}", *lsn >> 32, *lsn & 0xFFFF_FFFF);
+        let commit_lsn = Lsn(*lsn).to_string();
         let version = e.event_version.map(|v| v.to_string());
         let mut headers = OwnedHeaders::new()
             .insert(Header {
@@ -306,27 +307,13 @@ pub async fn produce_raw(topic: &str, records: &[RawRecord]) {
     }
 }
 
-/// ISO 8601 UTC from µs since the epoch (the test's own formatter, not the sink's).
+/// RFC 3339 from µs since the Unix epoch, with the offset spelled `+00:00` (the sink also
+/// reads the `Z` the source writes).
 pub fn format_micros(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}+00:00",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    let text = Timestamp::from_unix_micros(micros)
+        .unwrap_or_default()
+        .to_string();
+    format!("{}+00:00", text.trim_end_matches('Z'))
 }
 
 pub async fn connect(dsn: &str) -> tokio_postgres::Client {
@@ -467,10 +454,7 @@ pub async fn produce_at(topic: &str, events: &[(i32, u64)]) -> Vec<uuid::Uuid> {
     for (partition, lsn) in events {
         let p = uuid::Uuid::new_v4();
         products.push(p);
-        let (id, lsn) = (
-            uuid::Uuid::new_v4().to_string(),
-            format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
-        );
+        let (id, lsn) = (uuid::Uuid::new_v4().to_string(), Lsn(*lsn).to_string());
         let value =
             serde_json::json!({"productId": p, "sku": "S", "name": "N", "description": null,
             "price": "1.00", "currency": "EUR", "isActive": true, "version": 1})

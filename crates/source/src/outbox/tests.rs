@@ -1,15 +1,18 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use walcast_pgoutput::Lsn;
 use walcast_pgoutput::message::{Relation, TupleData, TupleValue};
 use walcast_pgoutput::relation::{Column, ReplicaIdentity};
 use walcast_pgoutput::value::pg_type;
+use walcast_pgoutput::{Lsn, Timestamp};
 use walcast_replication::{Change, Op, RawRow, TxnBegin};
 
 use super::*;
 use crate::config::SourceConfig;
 use crate::record::{self, Record, RecordKind, TxnMeta};
+
+/// 2026-11-23T07:49:44.500000Z.
+const COMMIT_TS: Timestamp = Timestamp::from_pg_micros(848_735_384_500_000);
 
 fn config(extra: &str) -> SourceConfig {
     let toml = format!(
@@ -77,7 +80,7 @@ fn change(op: Op, relation: &Arc<Relation>, new: Option<TupleData>) -> Change {
         lsn: Lsn(0x16_B374_D000),
         commit_lsn: Lsn(0x16_B374_D848),
         xid: Some(7),
-        commit_ts: Some("2026-11-23T07:49:44.500000Z".into()),
+        commit_ts: Some(COMMIT_TS),
         schema: Some(relation.namespace.clone()),
         table: Some(relation.name.clone()),
         new: None,
@@ -95,7 +98,7 @@ fn txn() -> TxnMeta {
     TxnMeta::new(&TxnBegin {
         xid: 7,
         commit_lsn: Lsn(0x16_B374_D848),
-        commit_ts: "2026-11-23T07:49:44.500000Z".into(),
+        commit_ts: COMMIT_TS,
     })
 }
 

@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use walcast_pgoutput::Lsn;
 use walcast_pgoutput::value::{pg_type, text_to_json};
-use walcast_source::record::{self, iso_to_unix_millis};
+use walcast_pgoutput::{Lsn, Timestamp};
+use walcast_source::record;
 
 use super::OutboxRow;
 use super::kafka::{Received, java_partition};
@@ -129,7 +129,10 @@ fn check_record(r: &Received, row: &OutboxRow, partitions: i32) {
         "{}: xid",
         ctx()
     );
-    let commit_ms = r.header(record::COMMIT_TS).and_then(iso_to_unix_millis);
+    let commit_ms = r
+        .header(record::COMMIT_TS)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map(Timestamp::unix_millis);
     assert!(
         commit_ms.is_some(),
         "{}: commit_ts {:?}",

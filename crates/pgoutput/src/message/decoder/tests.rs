@@ -52,7 +52,7 @@ fn begin_and_commit() {
         d.decode(&begin),
         Ok(LogicalMessage::Begin(Begin {
             final_lsn: Lsn(0x1_0000_0010),
-            commit_time: 99,
+            commit_time: Timestamp::from_pg_micros(99),
             xid: 742
         }))
     );
@@ -63,7 +63,7 @@ fn begin_and_commit() {
             flags: 0,
             commit_lsn: Lsn(10),
             end_lsn: Lsn(20),
-            commit_time: 30
+            commit_time: Timestamp::from_pg_micros(30)
         }))
     );
 }
@@ -271,7 +271,7 @@ fn message_and_stream_xids() {
             flags: 0,
             commit_lsn: Lsn(1),
             end_lsn: Lsn(2),
-            commit_time: 3
+            commit_time: Timestamp::from_pg_micros(3)
         }))
     );
     let abort = B::tag(b'A').u32(900).u32(901).0;
