@@ -9,16 +9,15 @@
 //! Children are killed when their handle drops (also when an assertion fails), so no process
 //! outlives a test.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod hostile_support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hostile_support::*;
 use serde_json::{Value, json};
-use walcast_testkit::unique_name;
+
+use crate::support::pipeline::*;
+use walcast_testkit::{ConnectorFile, SINK_FILE, SOURCE_FILE, repo_root, unique_name, wait_until};
+
+use crate::support::free_port;
 
 // ---------------------------------------------------------------------------------------
 // 1 + 2: hostile payloads and poison events through the whole path.
@@ -56,14 +55,14 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
     let names = Names::for_db(&write);
     let dir = tempfile::tempdir().unwrap();
     let source_cfg = source_config(dir.path(), &write, &names, &[]);
-    let mut source = Proc::streaming_source(&source_cfg);
+    let mut source = streaming_source(&source_cfg);
     let admin = free_port();
     let targets = [
         ("catalog_read", reads[0].dsn()),
         ("replica-1", reads[1].dsn()),
     ];
     let sink_cfg = sink_config(dir.path(), &names.topic, &targets, admin);
-    let mut sink = Proc::spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
+    let mut sink = spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
 
     let (p_uni, p_huge, p_sql, p_big, p_deep, p_nosku, p_baduuid) =
         (pid(1), pid(2), pid(3), pid(4), pid(5), pid(6), pid(7));
@@ -357,10 +356,10 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
     assert!(error_of(10).contains("productId"), "{}", error_of(10));
 
     // Neither process crashed on any of it.
-    assert!(source.running(), "source died:\n{}", source.log());
-    assert!(sink.running(), "sink died:\n{}", sink.log());
-    assert!(sink.stop().success(), "{}", sink.log());
-    assert!(source.stop().success(), "{}", source.log());
+    assert!(source.is_running(), "source died:\n{}", source.log());
+    assert!(sink.is_running(), "sink died:\n{}", sink.log());
+    assert!(sink.stop(), "{}", sink.log());
+    assert!(source.stop(), "{}", source.log());
     assert!(!sink.log().contains("panicked"), "{}", sink.log());
     assert!(!source.log().contains("panicked"), "{}", source.log());
 }
@@ -387,14 +386,15 @@ fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
     let names = Names::for_db(&write);
     let dir = tempfile::tempdir().unwrap();
     let source_cfg = source_config(dir.path(), &write, &names, &[]);
-    let mut source = Proc::streaming_source(&source_cfg);
+    let mut source = streaming_source(&source_cfg);
     let admin = free_port();
     let targets = [("catalog_read", read.dsn())];
     let sink_cfg = sink_config(dir.path(), &names.topic, &targets, admin);
-    let mut sink = Proc::spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
-    let ready = wait_until(Duration::from_secs(90), || {
+    let mut sink = spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
+    let ready = wait_until("ready", Duration::from_secs(90), || {
         http_get(admin, "/ready").0 == 200
-    });
+    })
+    .is_ok();
     assert!(ready, "sink not ready:\n{}", sink.log());
 
     // 170,000 control characters: a small record, but an error text that quotes it with
@@ -423,13 +423,14 @@ fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
         "ProductCreated",
         &created(&p3, "OK-1", "fine", "fine", "3.00").to_string(),
     );
-    let arrived = wait_until(Duration::from_secs(120), || {
+    let arrived = wait_until("arrived", Duration::from_secs(120), || {
         read.query_text(
             "SELECT name FROM catalog_product_read WHERE product_id = $1::text::uuid",
             &p3,
         )
         .is_some()
-    });
+    })
+    .is_ok();
     assert!(
         arrived,
         "the valid event after the hostile rows never reached the target\nsource log:\n{}\nsink log:\n{}",
@@ -475,10 +476,10 @@ fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
         ctrl.header("walcast.error").len()
     );
 
-    assert!(source.running(), "source died:\n{}", source.log());
-    assert!(sink.running(), "sink died:\n{}", sink.log());
-    assert!(sink.stop().success(), "{}", sink.log());
-    assert!(source.stop().success(), "{}", source.log());
+    assert!(source.is_running(), "source died:\n{}", source.log());
+    assert!(sink.is_running(), "sink died:\n{}", sink.log());
+    assert!(sink.stop(), "{}", sink.log());
+    assert!(source.stop(), "{}", source.log());
     assert!(!sink.log().contains("panicked"), "{}", sink.log());
     assert!(!source.log().contains("panicked"), "{}", source.log());
 }
@@ -489,7 +490,7 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
     write.psql(WRITE_SQL);
     let names = Names::for_db(&write);
     let prefix = unique_name("tmpl");
-    let template = format!("topic = \"{prefix}.{{event_type}}\"");
+    let template = format!("{prefix}.{{event_type}}");
     let dlq = format!("{prefix}.dlq");
     let dir = tempfile::tempdir().unwrap();
     let source_cfg = source_config(
@@ -497,14 +498,12 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
         &write,
         &names,
         &[
-            (
-                &format!("topic = {:?}", names.topic),
-                &format!("{template}\ndlq_topic = {dlq:?}"),
-            ),
-            ("# max_topics = 100", "max_topics = 2"),
+            (&["kafka", "topic"], template.as_str().into()),
+            (&["kafka", "dlq_topic"], dlq.as_str().into()),
+            (&["kafka", "max_topics"], 2.into()),
         ],
     );
-    let mut source = Proc::streaming_source(&source_cfg);
+    let mut source = streaming_source(&source_cfg);
     let payload = |n: u32| json!({"n": n}).to_string();
     // 90 euro signs (270 bytes): byte 40 of the topic name falls inside one, and the name is
     // longer than Kafka allows.
@@ -539,132 +538,14 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
     assert_eq!(kind(1), "bad_topic");
     assert_eq!(kind(3), "topic_refused");
     assert_eq!(kind(5), "too_many_topics");
-    assert!(source.running(), "source died:\n{}", source.log());
-    assert!(source.stop().success(), "{}", source.log());
+    assert!(source.is_running(), "source died:\n{}", source.log());
+    assert!(source.stop(), "{}", source.log());
     assert!(!source.log().contains("panicked"), "{}", source.log());
 }
 
 // ---------------------------------------------------------------------------------------
 // 3: a malformed connector file, key by key.
 // ---------------------------------------------------------------------------------------
-
-/// One `key = value` of a connector file: its dotted path (as the error names it) and the
-/// lines it spans (multi-line arrays included).
-#[derive(Debug)]
-struct Key {
-    /// The key as written (without quotes).
-    name: String,
-    path: String,
-    lines: std::ops::Range<usize>,
-    value: String,
-}
-
-/// The part of a line before a `#` comment that is not inside a string.
-fn strip_comment(line: &str) -> &str {
-    let mut quote = None;
-    for (i, c) in line.char_indices() {
-        match (c, quote) {
-            ('"' | '\'', None) => quote = Some(c),
-            (c, Some(q)) if c == q => quote = None,
-            ('#', None) => return &line[..i],
-            _ => {}
-        }
-    }
-    line
-}
-
-/// Every key of a connector file, walking `[section]` and `[[array]]` headers.
-fn keys_of(text: &str) -> Vec<Key> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut keys = Vec::new();
-    let mut section = String::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = strip_comment(lines[i]).trim();
-        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
-            // Nested arrays ([[events.upcast]]) belong to the latest parent element.
-            let n = *counts.entry(name.to_owned()).or_insert(0);
-            let parent = name.rsplit_once('.').map(|(p, _)| p);
-            section = match parent {
-                Some(p) => {
-                    let pi = counts.get(p).map_or(0, |c| c.saturating_sub(1));
-                    format!("{p}.{pi}.{}.{n}", name.rsplit('.').next().unwrap())
-                }
-                None => format!("{name}.{n}"),
-            };
-            // (A second [[events.upcast]] under another event would need a count per parent;
-            // the shipped files have one.)
-            *counts.get_mut(name).unwrap() += 1;
-            i += 1;
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            // [tables.computed] after [[tables]]: a sub-table of the latest element.
-            let (first, rest) = name.split_once('.').unwrap_or((name, ""));
-            section = match counts.get(first) {
-                Some(n) if !rest.is_empty() => format!("{first}.{}.{rest}", n - 1),
-                _ => name.to_owned(),
-            };
-            i += 1;
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            i += 1;
-            continue;
-        };
-        let (k, v) = (k.trim().trim_matches('"'), v.trim());
-        let start = i;
-        if v.starts_with('[') && !v.ends_with(']') {
-            while !strip_comment(lines[i]).trim().starts_with(']') {
-                i += 1;
-            }
-        }
-        i += 1;
-        keys.push(Key {
-            name: k.to_owned(),
-            path: if section.is_empty() {
-                k.to_owned()
-            } else {
-                format!("{section}.{k}")
-            },
-            lines: start..i,
-            value: v.to_owned(),
-        });
-    }
-    keys
-}
-
-/// The file with `key`'s lines replaced by `with`.
-fn edit(text: &str, key: &Key, with: Option<String>) -> String {
-    let mut out: Vec<String> = Vec::new();
-    for (i, l) in text.lines().enumerate() {
-        if i == key.lines.start
-            && let Some(w) = &with
-        {
-            out.push(w.clone());
-        }
-        if !key.lines.contains(&i) {
-            out.push(l.to_owned());
-        }
-    }
-    out.join("\n") + "\n"
-}
-
-/// A value of another TOML type than `value`.
-fn wrong_type(key: &Key) -> String {
-    let name = &key.name;
-    let name = if name.contains('.') || name.contains('-') {
-        format!("{name:?}")
-    } else {
-        name.to_owned()
-    };
-    if key.value.starts_with('"') {
-        format!("{name} = 42")
-    } else {
-        format!("{name} = \"wrong-type\"")
-    }
-}
 
 /// Loads `text` written as `file_name` with a loader, returning the error text.
 fn load_err(
@@ -700,36 +581,37 @@ fn walk_every_key(
     load: fn(&std::path::Path) -> Result<(), String>,
 ) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo_root().join(shipped)).unwrap();
-    let (_, ok) = load_err(dir.path(), "shipped.toml", &text, load);
+    let file = ConnectorFile::shipped(shipped).unwrap();
+    let (_, ok) = load_err(dir.path(), "shipped.toml", &file.text(), load);
     assert_eq!(ok, Ok(()), "the shipped file loads");
-    let keys = keys_of(&text);
+    let keys = file.keys();
     let mut failures = Vec::new();
     for key in &keys {
-        let file = format!("{}.toml", key.path.replace(['.', '-'], "_"));
+        let key_path = key.join(".");
+        let segments: Vec<&str> = key.iter().map(String::as_str).collect();
+        let name = format!("{}.toml", key_path.replace(['.', '-'], "_"));
         let named = |e: &str, path: &std::path::Path| {
-            e.contains(&format!("`{}`", key.path)) && e.contains(&path.display().to_string())
+            e.contains(&format!("`{key_path}`")) && e.contains(&path.display().to_string())
         };
-        let (path, removed) = load_err(dir.path(), &file, &edit(&text, key, None), load);
-        match (required.contains(&key.path.as_str()), &removed) {
+        let mut without = file.clone();
+        assert!(without.remove(&segments), "{key_path} is in the file");
+        let (path, removed) = load_err(dir.path(), &name, &without.text(), load);
+        match (required.contains(&key_path.as_str()), &removed) {
             (true, Err(e)) if named(e, &path) && e.contains("missing key") => {}
-            (false, Ok(())) if !validated.contains(&key.path.as_str()) => {}
+            (false, Ok(())) if !validated.contains(&key_path.as_str()) => {}
             // Optional for serde, but the rest of the file depends on it: validation names
             // the file and the entry.
             (false, Err(e))
-                if validated.contains(&key.path.as_str())
+                if validated.contains(&key_path.as_str())
                     && e.contains(&path.display().to_string()) => {}
-            (req, r) => failures.push(format!("removing {} (required: {req}): {r:?}", key.path)),
+            (req, r) => failures.push(format!("removing {key_path} (required: {req}): {r:?}")),
         }
-        let (path, mistyped) = load_err(
-            dir.path(),
-            &file,
-            &edit(&text, key, Some(wrong_type(key))),
-            load,
-        );
+        let mut mistyped = file.clone();
+        mistyped.mistype(&segments);
+        let (path, mistyped) = load_err(dir.path(), &name, &mistyped.text(), load);
         match &mistyped {
             Err(e) if named(e, &path) && e.contains("invalid type") => {}
-            r => failures.push(format!("{} = wrong type: {r:?}", key.path)),
+            r => failures.push(format!("{key_path} = wrong type: {r:?}")),
         }
     }
     assert!(
@@ -741,9 +623,6 @@ fn walk_every_key(
     );
     keys.len()
 }
-
-const SOURCE_FILE: &str = "connectors/catalog-outbox-source.toml";
-const SINK_FILE: &str = "connectors/catalog-read-sink.toml";
 
 #[test]
 fn every_key_of_the_source_file_missing_or_mistyped_is_named_with_the_file() {
@@ -981,8 +860,8 @@ fn source_with_a_bad_dsn_names_the_cause_and_the_fix() {
         ),
     ] {
         let cfg = source_config_dsn(dir.path(), &dsn, &names, &[]);
-        let mut source = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-        let status = source.wait_exit(Duration::from_secs(60));
+        let mut source = spawn("source", &["source", "--config", path_str(&cfg)]);
+        let status = source.exited(Duration::from_secs(60));
         let log = source.log();
         assert_eq!(status.code(), Some(1), "{case}: {log}");
         for n in &needles {
@@ -1022,14 +901,15 @@ fn source_with_a_bad_dsn_names_the_cause_and_the_fix() {
         ),
     ] {
         let cfg = source_config_dsn(dir.path(), &dsn, &names, &[]);
-        let mut source = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-        source.wait_for_log("starting over", Duration::from_secs(30));
-        let reported = wait_until(Duration::from_secs(30), || {
+        let mut source = spawn("source", &["source", "--config", path_str(&cfg)]);
+        source.expect_log("starting over", Duration::from_secs(30));
+        let reported = wait_until("reported", Duration::from_secs(30), || {
             let log = source.log();
             needles.iter().all(|n| log.contains(n))
-        });
+        })
+        .is_ok();
         assert!(reported, "{case}: {needles:?} not all in\n{}", source.log());
-        assert!(source.running(), "{case}: retries instead of exiting");
+        assert!(source.is_running(), "{case}: retries instead of exiting");
         source.stop();
     }
     db.psql(&format!(
@@ -1086,12 +966,12 @@ fn sink_target_with_a_wrong_password_is_named_while_the_others_flow() {
         &[("catalog_read", good.dsn()), ("replica-1", bad_dsn)],
         admin,
     );
-    let mut sink = Proc::spawn("sink", &["sink", "--config", path_str(&cfg)]);
+    let mut sink = spawn("sink", &["sink", "--config", path_str(&cfg)]);
     produce(&topic, &product_events(1..21, |n| format!("product {n}")));
     good.wait_offsets(20, Duration::from_secs(90), &sink);
     assert_eq!(good.psql("SELECT count(*) FROM catalog_product_read"), "20");
 
-    sink.wait_for_log("password authentication failed", Duration::from_secs(30));
+    sink.expect_log("password authentication failed", Duration::from_secs(30));
     let log = sink.log();
     assert!(log.contains("replica-1"), "{log}");
     assert!(
@@ -1102,16 +982,17 @@ fn sink_target_with_a_wrong_password_is_named_while_the_others_flow() {
         !log.contains("wrong-secret"),
         "the password is masked: {log}"
     );
-    let named = wait_until(Duration::from_secs(30), || {
+    let named = wait_until("named", Duration::from_secs(30), || {
         let (ready, up) = target_state(admin, "replica-1");
         ready.contains("replica-1: ")
             && ready.contains("password authentication failed")
             && up == Some(0.0)
-    });
+    })
+    .is_ok();
     assert!(named, "{:?}", target_state(admin, "replica-1"));
     assert_eq!(target_state(admin, "catalog_read").1, Some(1.0));
-    assert!(sink.running(), "the sink keeps running:\n{}", sink.log());
-    assert!(sink.stop().success(), "{}", sink.log());
+    assert!(sink.is_running(), "the sink keeps running:\n{}", sink.log());
+    assert!(sink.stop(), "{}", sink.log());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1120,7 +1001,7 @@ fn sink_target_with_a_wrong_password_is_named_while_the_others_flow() {
 
 /// Terminates the slot's walsender and drops the slot, retrying while the source reconnects.
 fn drop_slot_under_source(db: &Db, slot: &str) {
-    let dropped = wait_until(Duration::from_secs(30), || {
+    let dropped = wait_until("dropped", Duration::from_secs(30), || {
         pg().psql(
             &db.name,
             &format!(
@@ -1135,7 +1016,8 @@ fn drop_slot_under_source(db: &Db, slot: &str) {
                     &format!("SELECT pg_drop_replication_slot('{slot}')"),
                 )
                 .is_ok()
-    });
+    })
+    .is_ok();
     assert!(dropped, "could not drop slot {slot}");
 }
 
@@ -1164,23 +1046,24 @@ fn slot_dropped_under_a_running_source_with_create_false_stops_with_the_fix() {
         dir.path(),
         &db,
         &names,
-        &[("create = true", "create = false")],
+        &[(&["postgres", "create"], false.into())],
     );
-    let mut source = Proc::streaming_source(&cfg);
+    let mut source = streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     // Confirmed past the three events before the slot goes.
     let last = db.psql("SELECT pg_current_wal_lsn()");
-    let confirmed = wait_until(Duration::from_secs(30), || {
+    let confirmed = wait_until("confirmed", Duration::from_secs(30), || {
         db.psql(&format!(
             "SELECT coalesce(confirmed_flush_lsn >= '{last}', false) FROM pg_replication_slots \
              WHERE slot_name = '{}'",
             names.slot
         )) == "t"
-    });
+    })
+    .is_ok();
     assert!(confirmed);
     drop_slot_under_source(&db, &names.slot);
-    let status = source.wait_exit(Duration::from_secs(60));
+    let status = source.exited(Duration::from_secs(60));
     let log = source.log();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
@@ -1204,24 +1087,25 @@ fn slot_dropped_under_a_running_source_with_create_true_is_created_again() {
     let (db, names) = prepared_write_db("hostile_slot_create");
     let dir = tempfile::tempdir().unwrap();
     let cfg = source_config(dir.path(), &db, &names, &[]);
-    let mut source = Proc::streaming_source(&cfg);
+    let mut source = streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     drop_slot_under_source(&db, &names.slot);
-    source.wait_for_log("replication slot created", Duration::from_secs(60));
-    let recreated = wait_until(Duration::from_secs(30), || {
+    source.expect_log("replication slot created", Duration::from_secs(60));
+    let recreated = wait_until("recreated", Duration::from_secs(30), || {
         db.psql(&format!(
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
             names.slot
         )) == "1"
-    });
+    })
+    .is_ok();
     assert!(recreated, "{}", source.log());
     // After the new slot exists, events flow again; the ones before the drop are there.
     write_events(&db, 4..6);
     let got = wait_ids(&names.topic, 1..6);
     assert!(got.len() >= 5, "{}", summary(&got));
-    assert!(source.running(), "{}", source.log());
-    assert!(source.stop().success(), "{}", source.log());
+    assert!(source.is_running(), "{}", source.log());
+    assert!(source.stop(), "{}", source.log());
     db.psql(&format!(
         "SELECT pg_drop_replication_slot('{}')",
         names.slot
@@ -1251,14 +1135,14 @@ fn publication_dropped_under_a_running_source_is_named_with_the_way_out() {
         dir.path(),
         &db,
         &names,
-        &[("create = true", "create = false")],
+        &[(&["postgres", "create"], false.into())],
     );
-    let mut source = Proc::streaming_source(&cfg);
+    let mut source = streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     db.psql(&format!("DROP PUBLICATION {}", names.publication));
     write_events(&db, 4..5);
-    let status = source.wait_exit(Duration::from_secs(60));
+    let status = source.exited(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{}", source.log());
     assert_publication_dropped(&source.log(), &names);
     let got = wait_ids(&names.topic, 1..4);
@@ -1279,18 +1163,18 @@ fn publication_dropped_with_create_true_is_created_again_but_the_gap_needs_the_s
     let (db, names) = prepared_write_db("hostile_pub_create");
     let dir = tempfile::tempdir().unwrap();
     let cfg = source_config(dir.path(), &db, &names, &[]);
-    let mut source = Proc::streaming_source(&cfg);
+    let mut source = streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
     db.psql(&format!("DROP PUBLICATION {}", names.publication));
     write_events(&db, 4..5);
-    let status = source.wait_exit(Duration::from_secs(60));
+    let status = source.exited(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{}", source.log());
     assert_publication_dropped(&source.log(), &names);
 
     // A restart creates the publication again, and still cannot decode the gap.
-    let mut again = Proc::spawn("source", &["source", "--config", path_str(&cfg)]);
-    let status = again.wait_exit(Duration::from_secs(60));
+    let mut again = spawn("source", &["source", "--config", path_str(&cfg)]);
+    let status = again.exited(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{}", again.log());
     assert!(
         again.log().contains("publication created"),
@@ -1304,7 +1188,7 @@ fn publication_dropped_with_create_true_is_created_again_but_the_gap_needs_the_s
         "SELECT pg_replication_slot_advance('{}', pg_current_wal_lsn())",
         names.slot
     ));
-    let mut third = Proc::streaming_source(&cfg);
+    let mut third = streaming_source(&cfg);
     write_events(&db, 5..6);
     let got = wait_ids(&names.topic, 5..6);
     assert!(
@@ -1320,7 +1204,7 @@ fn publication_dropped_with_create_true_is_created_again_but_the_gap_needs_the_s
         "1",
         "it stays in the outbox table for the replay"
     );
-    assert!(third.stop().success(), "{}", third.log());
+    assert!(third.stop(), "{}", third.log());
     db.psql(&format!(
         "SELECT pg_drop_replication_slot('{}')",
         names.slot
@@ -1344,7 +1228,7 @@ fn read_table_changed_under_a_running_sink_is_named_and_caught_up_after_the_fix(
         &[("catalog_read", a.dsn()), ("replica-1", b.dsn())],
         admin,
     );
-    let mut sink = Proc::spawn("sink", &["sink", "--config", path_str(&cfg)]);
+    let mut sink = spawn("sink", &["sink", "--config", path_str(&cfg)]);
     produce(&topic, &product_events(1..6, |n| format!("p{n}")));
     a.wait_offsets(5, Duration::from_secs(90), &sink);
     b.wait_offsets(5, Duration::from_secs(90), &sink);
@@ -1353,11 +1237,12 @@ fn read_table_changed_under_a_running_sink_is_named_and_caught_up_after_the_fix(
     b.psql("ALTER TABLE catalog_product_read DROP COLUMN search_text");
     produce(&topic, &product_events(6..11, |n| format!("p{n}")));
     a.wait_offsets(10, Duration::from_secs(60), &sink);
-    sink.wait_for_log("column \"search_text\"", Duration::from_secs(60));
-    let named = wait_until(Duration::from_secs(30), || {
+    sink.expect_log("column \"search_text\"", Duration::from_secs(60));
+    let named = wait_until("named", Duration::from_secs(30), || {
         let (ready, up) = target_state(admin, "replica-1");
         ready.contains("replica-1: ") && ready.contains("search_text") && up == Some(0.0)
-    });
+    })
+    .is_ok();
     assert!(
         named,
         "{:?}\n{}",
@@ -1430,6 +1315,6 @@ fn read_table_changed_under_a_running_sink_is_named_and_caught_up_after_the_fix(
     );
     b.wait_offsets(16, Duration::from_secs(60), &sink);
     assert_eq!(b.psql("SELECT count(*) FROM catalog_product_read"), "15");
-    assert!(sink.running(), "{}", sink.log());
-    assert!(sink.stop().success(), "{}", sink.log());
+    assert!(sink.is_running(), "{}", sink.log());
+    assert!(sink.stop(), "{}", sink.log());
 }

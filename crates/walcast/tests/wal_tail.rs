@@ -3,8 +3,6 @@
 //! slot advancing, a second run continuing where the first stopped, and a
 //! failed connection named on stderr.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
