@@ -107,7 +107,7 @@ async fn publish(kafka: &Kafka, topic: &str, events: &[Event]) {
     for (i, e) in events.iter().enumerate() {
         let id = e.id.to_string();
         let at = iso(e.occurred_at);
-        let lsn = format!("0/{:X}", (i + 1) * 0x100);
+        let lsn = walcast_pgoutput::Lsn::from((i as u64 + 1) * 0x100).to_string();
         let mut headers = common::envelope(&id, e.event_type, &at, &lsn);
         let version = e.event_version.map(|v| v.to_string());
         // Older-schema creates (v1: "title", no isActive) say so, as the source would; without

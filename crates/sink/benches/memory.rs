@@ -202,7 +202,7 @@ async fn publish(kafka: &Kafka, topic: &str, n: usize) {
     for i in 0..n {
         let product = uuid::Uuid::new_v4();
         let id = uuid::Uuid::new_v4().to_string();
-        let lsn = format!("0/{:X}", (i + 1) * 0x100);
+        let lsn = walcast_pgoutput::Lsn::from((i as u64 + 1) * 0x100).to_string();
         let value = serde_json::json!({
             "productId": product, "sku": format!("SKU-{i:06}"), "name": format!("Big {i}"),
             "description": description, "price": "1.00", "currency": "EUR",

@@ -107,9 +107,9 @@ async fn grow(from: i32, to: i32, flowing: i64, refusal: &str) {
     sink.stop().await;
 }
 
-/// Issue 10, suspicion B: the sink re-assigned itself new partitions as soon as it saw them,
-/// so a key moved by the change could have its later events applied before its earlier ones.
-/// Doubled: keys only move to new partitions, so the old ones keep flowing.
+/// Partitions added to a topic are refused until an operator records them: were they assigned
+/// as soon as they appear, a key moved by the change could have its later events applied
+/// before its earlier ones. Keys only move to new partitions, so the old ones keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_partitions_are_refused_with_the_fix_until_an_operator_records_them() {
     grow(2, 4, 3, "refuses partitions 2..4").await;

@@ -223,7 +223,7 @@ pub async fn produce(topic: &str, events: &[Event], lsn: &mut u64) {
         *lsn += 0x100;
         let id = e.id.to_string();
         let occurred = format_micros(e.occurred_at);
-        let commit_lsn = format!("{:X}/{:X}", *lsn >> 32, *lsn & 0xFFFF_FFFF);
+        let commit_lsn = walcast_pgoutput::Lsn::from(*lsn).to_string();
         let version = e.event_version.map(|v| v.to_string());
         let mut headers = OwnedHeaders::new()
             .insert(Header {

@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
 use walcast_testkit::{
     ConnectorFile, Kafka, Postgres, SINK_FILE, SOURCE_FILE, Service, TomlValue, repo_root,
     unique_name, wait_until,
@@ -481,4 +482,55 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+pub fn created(product: &str, sku: &str, name: &str, description: &str, price: &str) -> Value {
+    json!({"productId": product, "sku": sku, "name": name, "description": description,
+           "price": price, "currency": "EUR", "isActive": true, "version": 1})
+}
+
+pub fn product_events(
+    range: std::ops::Range<u32>,
+    name: impl Fn(u32) -> String,
+) -> Vec<(String, String, &'static str, String)> {
+    range
+        .map(|n| {
+            let p = pid(n);
+            (
+                eid(n),
+                p.clone(),
+                "ProductCreated",
+                created(&p, &format!("SKU-{n}"), &name(n), "d", "1.00").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A write database with the outbox, its publication and slot created by the superuser, so
+/// a source connecting with another role gets as far as replication.
+pub fn prepared_write_db(prefix: &str) -> (Db, Names) {
+    let db = Db::new(prefix);
+    let names = Names::for_db(&db);
+    db.psql(WRITE_SQL);
+    db.psql(&format!(
+        "CREATE PUBLICATION {} FOR TABLE public.outbox_messages",
+        names.publication
+    ));
+    db.psql(&format!(
+        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+        names.slot
+    ));
+    (db, names)
+}
+
+/// `/ready` reason and the `walcast_sink_target_up` gauge of a target.
+pub fn target_state(admin: u16, target: &str) -> (String, Option<f64>) {
+    let (_, ready) = http_get(admin, "/ready");
+    let (_, metrics) = http_get(admin, "/metrics");
+    let prefix = format!("walcast_sink_target_up{{target=\"{target}\"}} ");
+    let up = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok());
+    (ready, up)
 }
