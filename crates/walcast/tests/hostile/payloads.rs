@@ -1,12 +1,18 @@
 //! Hostile payloads and poison events through the whole path: source, Kafka and sink.
+//!
+//! One run of the pipeline is shared by the tests of this module (a pipeline each would
+//! multiply the time): twelve events written to the outbox one transaction each, read back
+//! from the topic and the dead-letter topic once both targets are past them, then the source
+//! and the sink stopped. Each test checks one behaviour on what the run saw.
 
 use std::collections::BTreeMap;
-
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use crate::support::free_port;
 use crate::support::pipeline::*;
-use serde_json::{Value, json};
 
 /// Emoji (with a ZWJ sequence and a flag), right-to-left text with explicit direction
 /// marks, combining characters, and every NUL-free C0 control character plus DEL.
@@ -27,23 +33,15 @@ const SQL_NAME: &str = "$1 $2::text $$ $q$ %s {name} {sku} \\ \\\\ \\' \\x00 \\n
 const SQL_DESCRIPTION: &str =
     "Robert'); DROP TABLE catalog_product_read; -- \\'; SELECT pg_sleep(10); /* */";
 
-#[test]
-fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_lettered() {
-    let write = Db::new("hostile_write");
-    write.psql(WRITE_SQL);
-    let reads = [Db::new("hostile_read_a"), Db::new("hostile_read_b")];
-    let names = Names::for_db(&write);
-    let dir = tempfile::tempdir().unwrap();
-    let source_cfg = source_config(dir.path(), &write, &names, &[]);
-    let mut source = streaming_source(&source_cfg);
-    let admin = free_port();
-    let targets = [
-        ("catalog_read", reads[0].dsn()),
-        ("replica-1", reads[1].dsn()),
-    ];
-    let sink_cfg = sink_config(dir.path(), &names.topic, &targets, admin);
-    let mut sink = spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
+/// The events of the run: `(event id, aggregate, type, payload)`, in the order written.
+struct Events {
+    uni: String,
+    huge: String,
+    renamed: String,
+    list: Vec<(String, String, &'static str, String)>,
+}
 
+fn events() -> Events {
     let (p_uni, p_huge, p_sql, p_big, p_deep, p_nosku, p_baduuid) =
         (pid(1), pid(2), pid(3), pid(4), pid(5), pid(6), pid(7));
     let uni = unicode_text();
@@ -60,9 +58,8 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
         .to_owned();
     deep_payload.push_str(&format!(",\"extra\":{deep}}}"));
     let renamed = format!("{uni} v2 ↩");
-
-    // (event id, aggregate, type, payload); one partition, so poison and later events share it.
-    let events: Vec<(String, String, &str, String)> = vec![
+    // One partition, so poison and later events share it.
+    let list = vec![
         (
             eid(1),
             p_uni.clone(),
@@ -88,7 +85,7 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
             created(&p_big, "BIG-1", "big", &too_big, "4.00").to_string(),
         ),
         (eid(5), p_deep.clone(), "ProductCreated", deep_payload),
-        // Case 2: unknown type, missing field, wrong field types.
+        // Poison: unknown type, missing field, wrong field types.
         (
             eid(6),
             p_uni.clone(),
@@ -146,29 +143,153 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
                 .to_string(),
         ),
     ];
-    // One transaction per event, written the way the catalog app writes: bound parameters.
-    for (id, aggregate, event_type, payload) in &events {
-        write.insert_outbox(id, aggregate, event_type, payload);
+    Events {
+        uni,
+        huge,
+        renamed,
+        list,
+    }
+}
+
+/// How a process came through the run.
+struct Outcome {
+    /// Still running when the run was over.
+    running: bool,
+    /// Exited with success on SIGTERM.
+    stopped: bool,
+    log: String,
+}
+
+/// What the run saw.
+struct Run {
+    write: Db,
+    reads: [Db; 2],
+    targets: [&'static str; 2],
+    topic: String,
+    events: Events,
+    /// The topic, once it held 11 records.
+    main: Vec<Rec>,
+    /// The dead-letter topic, once it held the oversize event.
+    source_dead: Vec<Rec>,
+    /// The dead-letter topic, once both targets were past all 11 records and it held 12 dead
+    /// letters of the sink.
+    dead: Vec<Rec>,
+    source: Outcome,
+    sink: Outcome,
+}
+
+impl Run {
+    fn record(&self, n: u32) -> &Rec {
+        self.main.iter().find(|r| r.header("id") == eid(n)).unwrap()
     }
 
-    // Kafka: every event but the oversize one, each value byte-exact as Postgres stored it.
+    fn sink_dead(&self) -> Vec<&Rec> {
+        self.dead
+            .iter()
+            .filter(|r| !r.header("walcast.target").is_empty())
+            .collect()
+    }
+}
+
+/// The run, started by whichever test asks first; a failed run fails every test with its cause.
+fn run() -> &'static Run {
+    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        std::panic::catch_unwind(start).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default()
+        })
+    });
+    match run {
+        Ok(run) => run,
+        Err(e) => panic!("the shared run of hostile payloads failed: {e}"),
+    }
+}
+
+fn start() -> Run {
+    let write = Db::new("hostile_write");
+    write.psql(WRITE_SQL);
+    let reads = [Db::new("hostile_read_a"), Db::new("hostile_read_b")];
+    let names = Names::for_db(&write);
+    let dir = tempfile::tempdir().unwrap();
+    let source_cfg = source_config(dir.path(), &write, &names, &[]);
+    let mut source = streaming_source(&source_cfg);
+    let admin = free_port();
+    let targets = [
+        ("catalog_read", reads[0].dsn()),
+        ("replica-1", reads[1].dsn()),
+    ];
+    let sink_cfg = sink_config(dir.path(), &names.topic, &targets, admin);
+    let mut sink = spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
+
+    let events = events();
+    // One transaction per event, written the way the catalog app writes: bound parameters.
+    for (id, aggregate, event_type, payload) in &events.list {
+        write.insert_outbox(id, aggregate, event_type, payload);
+    }
     let main = read_topic(&names.topic, Duration::from_secs(120), |rs| rs.len() >= 11);
-    assert_eq!(main.len(), 11, "{}", summary(&main));
-    for r in &main {
-        let stored = write.payload_text(r.header("id"));
+    let dlq = format!("{}.dlq", names.topic);
+    let source_dead = read_topic(&dlq, Duration::from_secs(60), |rs| {
+        rs.iter().any(|r| r.header("id") == eid(4))
+    });
+    for db in &reads {
+        db.wait_offsets(11, Duration::from_secs(120), &sink);
+    }
+    let dead = read_topic(&dlq, Duration::from_secs(60), |rs| {
+        rs.iter()
+            .filter(|r| !r.header("walcast.target").is_empty())
+            .count()
+            >= 12
+    });
+    let (source_running, sink_running) = (source.is_running(), sink.is_running());
+    let sink_stopped = sink.stop();
+    let source_stopped = source.stop();
+    Run {
+        write,
+        reads,
+        targets: [targets[0].0, targets[1].0],
+        topic: names.topic,
+        events,
+        main,
+        source_dead,
+        dead,
+        source: Outcome {
+            running: source_running,
+            stopped: source_stopped,
+            log: source.log(),
+        },
+        sink: Outcome {
+            running: sink_running,
+            stopped: sink_stopped,
+            log: sink.log(),
+        },
+    }
+}
+
+#[test]
+fn every_event_within_max_message_bytes_reaches_kafka_byte_exact() {
+    let run = run();
+    let main = &run.main;
+    assert_eq!(main.len(), 11, "{}", summary(main));
+    for r in main {
+        let stored = run.write.payload_text(r.header("id"));
         assert!(
             r.value.as_deref() == Some(stored.as_bytes()),
             "event {}: the Kafka value differs from the outbox row's payload",
             r.header("id")
         );
     }
-    let by_id = |id: &str| main.iter().find(|r| r.header("id") == id).unwrap();
-    let v: Value = serde_json::from_slice(by_id(&eid(1)).value.as_deref().unwrap()).unwrap();
+    let value = |n: u32| -> Value {
+        serde_json::from_slice(run.record(n).value.as_deref().unwrap()).unwrap()
+    };
+    let (uni, huge) = (&run.events.uni, &run.events.huge);
+    let v = value(1);
     assert_eq!(v["name"], uni.as_str());
     assert_eq!(v["description"], uni.as_str());
-    let v: Value = serde_json::from_slice(by_id(&eid(2)).value.as_deref().unwrap()).unwrap();
-    assert_eq!(v["description"], huge.as_str());
-    let v: Value = serde_json::from_slice(by_id(&eid(3)).value.as_deref().unwrap()).unwrap();
+    assert_eq!(value(2)["description"], huge.as_str());
+    let v = value(3);
     assert_eq!(
         (
             v["sku"].as_str(),
@@ -177,7 +298,7 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
         ),
         (Some(SQL_SKU), Some(SQL_NAME), Some(SQL_DESCRIPTION))
     );
-    let deep_value = by_id(&eid(5)).value.clone().unwrap();
+    let deep_value = run.record(5).value.clone().unwrap();
     assert!(
         deep_value
             .windows(10_000)
@@ -185,13 +306,16 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
         "the nesting arrives unchanged"
     );
     assert!(main.iter().all(|r| r.header("id") != eid(4)));
+}
 
-    // The source's DLQ: the oversize event, headers naming the cause; the row stays.
-    let dlq = format!("{}.dlq", names.topic);
-    let dead = read_topic(&dlq, Duration::from_secs(60), |rs| {
-        rs.iter().any(|r| r.header("id") == eid(4))
-    });
-    let big = dead.iter().find(|r| r.header("id") == eid(4)).unwrap();
+#[test]
+fn an_oversize_event_is_dead_lettered_by_the_source_and_stays_in_the_outbox() {
+    let run = run();
+    let big = run
+        .source_dead
+        .iter()
+        .find(|r| r.header("id") == eid(4))
+        .unwrap();
     assert_eq!(
         big.header("walcast.error.kind"),
         "payload_too_large",
@@ -201,28 +325,31 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
         big.header("walcast.error").contains("max_message_bytes"),
         "{big:?}"
     );
-    assert_eq!(big.header("walcast.original.topic"), names.topic);
+    assert_eq!(big.header("walcast.original.topic"), run.topic);
     assert!(!big.header("walcast.lsn").is_empty());
     assert!(big.value.is_none(), "the oversize payload is left out");
     assert_eq!(
-        write.psql(&format!(
+        run.write.psql(&format!(
             "SELECT length(payload::text) > 1200000 FROM outbox_messages WHERE id = '{}'",
             eid(4)
         )),
         "t",
         "the payload stays in the outbox row"
     );
+}
 
-    // The sink: both targets past all 11 records, rows byte-exact, poison dead-lettered.
-    for (name, db) in targets.iter().map(|t| t.0).zip(&reads) {
-        db.wait_offsets(11, Duration::from_secs(120), &sink);
+#[test]
+fn every_target_holds_the_good_products_byte_exact() {
+    let run = run();
+    let (p_uni, p_huge, p_sql) = (pid(1), pid(2), pid(3));
+    for (name, db) in run.targets.iter().zip(&run.reads) {
         let text = |sql: &str, p: &str| db.query_text(sql, p);
         assert_eq!(
             text(
                 "SELECT name FROM catalog_product_read WHERE product_id = $1::text::uuid",
                 &p_uni
             ),
-            Some(renamed.clone()),
+            Some(run.events.renamed.clone()),
             "{name}"
         );
         assert_eq!(
@@ -230,7 +357,7 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
                 "SELECT description FROM catalog_product_read WHERE product_id = $1::text::uuid",
                 &p_uni
             ),
-            Some(uni.clone()),
+            Some(run.events.uni.clone()),
             "{name}"
         );
         assert_eq!(
@@ -238,7 +365,7 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
                 "SELECT description FROM catalog_product_read WHERE product_id = $1::text::uuid",
                 &p_huge
             ),
-            Some(huge.clone()),
+            Some(run.events.huge.clone()),
             "{name}: the 900 KB description"
         );
         assert_eq!(
@@ -271,10 +398,14 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
         );
     }
     assert_eq!(
-        write.psql("SELECT to_regclass('products') IS NOT NULL"),
+        run.write.psql("SELECT to_regclass('products') IS NOT NULL"),
         "t"
     );
+}
 
+#[test]
+fn poison_events_are_dead_lettered_by_the_sink_with_their_cause() {
+    let run = run();
     let expected: BTreeMap<String, &str> = [
         (5, "undecodable"),
         (6, "unknown_type"),
@@ -286,17 +417,8 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
     .into_iter()
     .map(|(n, k)| (eid(n), k))
     .collect();
-    let dead = read_topic(&dlq, Duration::from_secs(60), |rs| {
-        rs.iter()
-            .filter(|r| !r.header("walcast.target").is_empty())
-            .count()
-            >= 12
-    });
-    let sink_dead: Vec<&Rec> = dead
-        .iter()
-        .filter(|r| !r.header("walcast.target").is_empty())
-        .collect();
-    assert_eq!(sink_dead.len(), 12, "{}", summary(&dead));
+    let sink_dead = run.sink_dead();
+    assert_eq!(sink_dead.len(), 12, "{}", summary(&run.dead));
     for d in &sink_dead {
         let id = d.header("id");
         let kind = expected
@@ -305,20 +427,17 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
         assert_eq!(d.header("walcast.error.kind"), *kind, "{id}: {d:?}");
         let error = d.header("walcast.error");
         assert!(error.starts_with(&format!("{kind}: ")), "{id}: {error}");
-        assert_eq!(d.header("walcast.original.topic"), names.topic);
+        assert_eq!(d.header("walcast.original.topic"), run.topic);
         assert_eq!(d.header("walcast.original.partition"), "0");
         let offset: i64 = d.header("walcast.original.offset").parse().unwrap();
-        let original = main.iter().find(|r| r.offset == offset).unwrap();
+        let original = run.main.iter().find(|r| r.offset == offset).unwrap();
         assert_eq!(
             original.header("id"),
             id,
             "the original offset points at the event"
         );
         assert_eq!(d.value, original.value, "the value is kept unchanged");
-        assert!(
-            targets.iter().any(|t| t.0 == d.header("walcast.target")),
-            "{d:?}"
-        );
+        assert!(run.targets.contains(&d.header("walcast.target")), "{d:?}");
     }
     let error_of = |n: u32| {
         sink_dead
@@ -334,12 +453,16 @@ fn hostile_payloads_cross_source_kafka_and_sink_byte_exact_and_poison_is_dead_le
     assert!(error_of(8).contains("price"), "{}", error_of(8));
     assert!(error_of(9).contains("version"), "{}", error_of(9));
     assert!(error_of(10).contains("productId"), "{}", error_of(10));
+}
 
-    // Neither process crashed on any of it.
-    assert!(source.is_running(), "source died:\n{}", source.log());
-    assert!(sink.is_running(), "sink died:\n{}", sink.log());
-    assert!(sink.stop(), "{}", sink.log());
-    assert!(source.stop(), "{}", source.log());
-    assert!(!sink.log().contains("panicked"), "{}", sink.log());
-    assert!(!source.log().contains("panicked"), "{}", source.log());
+#[test]
+fn neither_process_crashes_on_hostile_payloads() {
+    let run = run();
+    let (source, sink) = (&run.source, &run.sink);
+    assert!(source.running, "source died:\n{}", source.log);
+    assert!(sink.running, "sink died:\n{}", sink.log);
+    assert!(sink.stopped, "{}", sink.log);
+    assert!(source.stopped, "{}", source.log);
+    assert!(!sink.log.contains("panicked"), "{}", sink.log);
+    assert!(!source.log.contains("panicked"), "{}", source.log);
 }
