@@ -111,7 +111,7 @@ async fn idle_slot_advances_while_only_another_database_is_written() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
     let advanced = wait_until_async(
-        "quiet.slot_confirmed_flush() >= written",
+        "the quiet slot confirmed past what was written",
         Duration::from_secs(30),
         || async { quiet.slot_confirmed_flush().await >= written },
     )

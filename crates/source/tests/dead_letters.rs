@@ -189,7 +189,7 @@ async fn oversize_and_unmappable_rows_go_to_the_dlq_while_later_events_flow() {
     // Nothing is stuck: everything, dead letters included, is confirmed.
     let last = db.current_lsn().await;
     let confirmed = wait_until_async(
-        "db.slot_confirmed() >= last",
+        "the slot confirmed past the last event",
         Duration::from_secs(30),
         || async { db.slot_confirmed().await >= last },
     )

@@ -50,7 +50,7 @@ async fn ten_thousand_events_arrive_exactly_once_in_aggregate_order() {
 
     // Everything acknowledged is confirmed: the slot reaches the last commit.
     let confirmed = wait_until_async(
-        "db.slot_confirmed() > report.max_commit_lsn",
+        "the slot confirmed past the last commit",
         Duration::from_secs(30),
         || async { db.slot_confirmed().await > report.max_commit_lsn },
     )
@@ -97,7 +97,7 @@ async fn graceful_stop_confirms_everything_and_a_restart_repeats_nothing() {
     let end = db.current_lsn().await;
     assert!(
         !db.slot_active().await
-            || wait_until_async("!db.slot_active()", Duration::from_secs(10), || async {
+            || wait_until_async("the slot released", Duration::from_secs(10), || async {
                 !db.slot_active().await
             })
             .await

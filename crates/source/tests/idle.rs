@@ -23,9 +23,11 @@ async fn slot_advances_while_only_another_table_is_written() {
         "",
     )));
     assert!(
-        wait_until_async("db.slot_active()", Duration::from_secs(60), || async {
-            db.slot_active().await
-        })
+        wait_until_async(
+            "the source streaming from the slot",
+            Duration::from_secs(60),
+            || async { db.slot_active().await }
+        )
         .await
         .is_ok()
     );
@@ -39,7 +41,7 @@ async fn slot_advances_while_only_another_table_is_written() {
     }
     let written = db.current_lsn().await;
     let advanced = wait_until_async(
-        "db.slot_confirmed() >= written",
+        "the slot confirmed past what was written",
         Duration::from_secs(60),
         || async { db.slot_confirmed().await >= written },
     )
@@ -74,18 +76,18 @@ async fn heartbeat_messages_are_written_and_confirmed() {
     );
     let source = InProcess::start(load_config(&path));
     assert!(
-        wait_until_async("db.slot_active()", Duration::from_secs(60), || async {
-            db.slot_active().await
-        })
+        wait_until_async(
+            "the source streaming from the slot",
+            Duration::from_secs(60),
+            || async { db.slot_active().await }
+        )
         .await
         .is_ok()
     );
     let before = db.current_lsn().await;
-    let beats = wait_until_async(
-        "source.metric(metrics::HEARTBEATS) >= 3.0",
-        Duration::from_secs(30),
-        || async { source.metric(metrics::HEARTBEATS) >= 3.0 },
-    )
+    let beats = wait_until_async("three heartbeats", Duration::from_secs(30), || async {
+        source.metric(metrics::HEARTBEATS) >= 3.0
+    })
     .await
     .is_ok();
     assert!(
@@ -94,7 +96,7 @@ async fn heartbeat_messages_are_written_and_confirmed() {
         source.metric(metrics::HEARTBEATS)
     );
     let advanced = wait_until_async(
-        "db.slot_confirmed() > before",
+        "the slot confirmed past the heartbeats",
         Duration::from_secs(30),
         || async { db.slot_confirmed().await > before },
     )

@@ -21,9 +21,11 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
     config.postgres.stall_after_secs = 10;
     let source = InProcess::start(config);
     assert!(
-        wait_until_async("db.slot_active()", Duration::from_secs(60), || async {
-            db.slot_active().await
-        })
+        wait_until_async(
+            "the source streaming from the slot",
+            Duration::from_secs(60),
+            || async { db.slot_active().await }
+        )
         .await
         .is_ok()
     );
@@ -38,7 +40,7 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
         tokio::spawn(async move { load::write(&db, &load).await })
     };
     let flowing = wait_until_async(
-        "source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0",
+        "1,000 events published",
         Duration::from_secs(60),
         || async { source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0 },
     )
@@ -98,16 +100,14 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
         records.len(),
         report.duplicates
     );
-    let ready = wait_until_async(
-        "source.health.is_ready()",
-        Duration::from_secs(30),
-        || async { source.health.is_ready() },
-    )
+    let ready = wait_until_async("the source ready", Duration::from_secs(30), || async {
+        source.health.is_ready()
+    })
     .await
     .is_ok();
     assert!(ready, "ready again once the broker acknowledges");
     let unstalled = wait_until_async(
-        "source.metric(metrics::PROGRESS_STALLED) == 0.0",
+        "progress no longer stalled",
         Duration::from_secs(30),
         || async { source.metric(metrics::PROGRESS_STALLED) == 0.0 },
     )
@@ -129,9 +129,11 @@ async fn postgres_restart_mid_load_loses_nothing() {
     let brokers = kafka.bootstrap();
     let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
     assert!(
-        wait_until_async("db.slot_active()", Duration::from_secs(60), || async {
-            db.slot_active().await
-        })
+        wait_until_async(
+            "the source streaming from the slot",
+            Duration::from_secs(60),
+            || async { db.slot_active().await }
+        )
         .await
         .is_ok()
     );
@@ -141,7 +143,7 @@ async fn postgres_restart_mid_load_loses_nothing() {
     };
     load::write(&db, &first).await;
     let some = wait_until_async(
-        "source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0",
+        "1,000 events published",
         Duration::from_secs(60),
         || async { source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0 },
     )

@@ -22,9 +22,11 @@ async fn a_connection_cut_mid_transaction_does_not_stall_the_slot() {
     let dir = ok(tempfile::tempdir());
     let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
     assert!(
-        wait_until_async("db.slot_active()", Duration::from_secs(60), || async {
-            db.slot_active().await
-        })
+        wait_until_async(
+            "the source streaming from the slot",
+            Duration::from_secs(60),
+            || async { db.slot_active().await }
+        )
         .await
         .is_ok()
     );
@@ -39,7 +41,7 @@ async fn a_connection_cut_mid_transaction_does_not_stall_the_slot() {
     .await;
     // Cut the walsender once part of the transaction is published.
     let started = wait_until_async(
-        "source.metric(metrics::EVENTS_PUBLISHED) >= 5_000.0",
+        "5,000 events published",
         Duration::from_secs(60),
         || async { source.metric(metrics::EVENTS_PUBLISHED) >= 5_000.0 },
     )
@@ -68,7 +70,7 @@ async fn a_connection_cut_mid_transaction_does_not_stall_the_slot() {
     .await;
     let after_small = db.current_lsn().await;
     let confirmed = wait_until_async(
-        "db.slot_confirmed() >= after_small",
+        "the slot confirmed past the small transactions",
         Duration::from_secs(120),
         || async { db.slot_confirmed().await >= after_small },
     )

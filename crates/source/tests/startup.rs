@@ -7,7 +7,7 @@ use crate::support::{
 };
 
 async fn start_error(source: InProcess) -> String {
-    let stopped = wait_until_async("source.is_finished()", Duration::from_secs(60), || async {
+    let stopped = wait_until_async("the source stopped", Duration::from_secs(60), || async {
         source.is_finished()
     })
     .await

@@ -219,7 +219,7 @@ async fn a_slow_topic_creation_keeps_the_replication_connection_alive() {
     db.exec(&insert(2, &format!("'{AGG}'"), "'Beta'", "'{}'"))
         .await;
     let dropped = wait_until_async(
-        "db.query_text(&pid_sql) != pid",
+        "the walsender's connection dropped",
         Duration::from_secs(8),
         || async { db.query_text(&pid_sql).await != pid },
     )

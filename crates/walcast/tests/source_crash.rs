@@ -36,9 +36,11 @@ async fn kill_9_five_times_during_a_50k_load_loses_nothing() {
     .env("RUST_LOG", log_filter)
     .start()
     .unwrap();
-    let streaming = wait_until_async("db.slot_active()", Duration::from_secs(60), || async {
-        db.slot_active().await
-    })
+    let streaming = wait_until_async(
+        "the source streaming from the slot",
+        Duration::from_secs(60),
+        || async { db.slot_active().await },
+    )
     .await
     .is_ok();
     assert!(streaming, "source did not start: {}", child.log_tail(4000));
@@ -57,7 +59,7 @@ async fn kill_9_five_times_during_a_50k_load_loses_nothing() {
         // A random moment: what it interrupts (reading, producing, confirming) is up to chance.
         tokio::time::sleep(Duration::from_millis(rng.range(800, 3500) as u64)).await;
         child.kill();
-        let released = wait_until_async("!db.slot_active()", Duration::from_secs(30), || async {
+        let released = wait_until_async("the slot released", Duration::from_secs(30), || async {
             !db.slot_active().await
         })
         .await

@@ -110,11 +110,9 @@ impl TestDb {
     /// Drops the slot once nobody uses it (frees one of the cluster's few slots).
     pub async fn drop_slot(&self) {
         let slot = self.slot.clone();
-        let dropped = wait_until_async(
-            "self.slot_active_pid().is_none()",
-            Duration::from_secs(20),
-            || async { self.slot_active_pid().await.is_none() },
-        )
+        let dropped = wait_until_async("the slot released", Duration::from_secs(20), || async {
+            self.slot_active_pid().await.is_none()
+        })
         .await
         .is_ok();
         if dropped {

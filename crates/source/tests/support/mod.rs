@@ -168,7 +168,7 @@ impl TestDb {
 
     /// Drops the slot once nobody streams from it (frees one of the cluster's slots).
     pub async fn drop_slot(&self) {
-        let gone = wait_until_async("!self.slot_active()", Duration::from_secs(30), || async {
+        let gone = wait_until_async("the slot released", Duration::from_secs(30), || async {
             !self.slot_active().await
         })
         .await

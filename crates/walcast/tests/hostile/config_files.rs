@@ -1,7 +1,8 @@
 //! A malformed connector file, key by key: every mistake is named with the key and the file.
 
-use crate::support::pipeline::*;
 use walcast_testkit::{ConnectorFile, SINK_FILE, SOURCE_FILE, repo_root};
+
+use crate::support::pipeline::*;
 
 /// Loads `text` written as `file_name` with a loader, returning the error text.
 fn load_err(

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use crate::support::pipeline::*;
+use walcast_testkit::Service;
 use walcast_testkit::wait_until;
+
+use crate::support::pipeline::*;
 
 /// Terminates the slot's walsender and drops the slot, retrying while the source reconnects.
 fn drop_slot_under_source(db: &Db, slot: &str) {
-    let dropped = wait_until("dropped", Duration::from_secs(30), || {
+    let dropped = wait_until("the slot dropped", Duration::from_secs(30), || {
         pg().psql(
             &db.name,
             &format!(
@@ -44,28 +46,43 @@ fn wait_ids(topic: &str, range: std::ops::Range<u32>) -> Vec<Rec> {
     })
 }
 
-#[test]
-fn slot_dropped_under_a_running_source_with_create_false_stops_with_the_fix() {
-    let (db, names) = prepared_write_db("hostile_slot");
+/// A source streaming from a prepared write database (`create` as given) that has published
+/// events 1 to 3: the database, its names, the directory holding the connector file, the
+/// file, and the source.
+fn streaming_three_events(
+    prefix: &str,
+    create: bool,
+) -> (Db, Names, tempfile::TempDir, std::path::PathBuf, Service) {
+    let (db, names) = prepared_write_db(prefix);
     let dir = tempfile::tempdir().unwrap();
     let cfg = source_config(
         dir.path(),
         &db,
         &names,
-        &[(&["postgres", "create"], false.into())],
+        &[(&["postgres", "create"], create.into())],
     );
-    let mut source = streaming_source(&cfg);
+    let source = streaming_source(&cfg);
     write_events(&db, 1..4);
     wait_ids(&names.topic, 1..4);
+    (db, names, dir, cfg, source)
+}
+
+#[test]
+fn slot_dropped_under_a_running_source_with_create_false_stops_with_the_fix() {
+    let (db, names, _dir, _cfg, mut source) = streaming_three_events("hostile_slot", false);
     // Confirmed past the three events before the slot goes.
     let last = db.psql("SELECT pg_current_wal_lsn()");
-    let confirmed = wait_until("confirmed", Duration::from_secs(30), || {
-        db.psql(&format!(
-            "SELECT coalesce(confirmed_flush_lsn >= '{last}', false) FROM pg_replication_slots \
+    let confirmed = wait_until(
+        "the slot confirmed past the events",
+        Duration::from_secs(30),
+        || {
+            db.psql(&format!(
+                "SELECT coalesce(confirmed_flush_lsn >= '{last}', false) FROM pg_replication_slots \
              WHERE slot_name = '{}'",
-            names.slot
-        )) == "t"
-    })
+                names.slot
+            )) == "t"
+        },
+    )
     .is_ok();
     assert!(confirmed);
     drop_slot_under_source(&db, &names.slot);
@@ -90,20 +107,19 @@ fn slot_dropped_under_a_running_source_with_create_false_stops_with_the_fix() {
 
 #[test]
 fn slot_dropped_under_a_running_source_with_create_true_is_created_again() {
-    let (db, names) = prepared_write_db("hostile_slot_create");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = source_config(dir.path(), &db, &names, &[]);
-    let mut source = streaming_source(&cfg);
-    write_events(&db, 1..4);
-    wait_ids(&names.topic, 1..4);
+    let (db, names, _dir, _cfg, mut source) = streaming_three_events("hostile_slot_create", true);
     drop_slot_under_source(&db, &names.slot);
     source.expect_log("replication slot created", Duration::from_secs(60));
-    let recreated = wait_until("recreated", Duration::from_secs(30), || {
-        db.psql(&format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
-            names.slot
-        )) == "1"
-    })
+    let recreated = wait_until(
+        "the slot created again and active",
+        Duration::from_secs(30),
+        || {
+            db.psql(&format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+                names.slot
+            )) == "1"
+        },
+    )
     .is_ok();
     assert!(recreated, "{}", source.log());
     // After the new slot exists, events flow again; the ones before the drop are there.
@@ -133,24 +149,20 @@ fn assert_publication_dropped(log: &str, names: &Names) {
     );
 }
 
-#[test]
-fn publication_dropped_under_a_running_source_is_named_with_the_way_out() {
-    let (db, names) = prepared_write_db("hostile_pub");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = source_config(
-        dir.path(),
-        &db,
-        &names,
-        &[(&["postgres", "create"], false.into())],
-    );
-    let mut source = streaming_source(&cfg);
-    write_events(&db, 1..4);
-    wait_ids(&names.topic, 1..4);
+/// Drops the publication under the running source and writes one more event: the source exits
+/// with 1, naming the cause and the way out.
+fn drop_publication_and_see_the_source_stop(db: &Db, names: &Names, source: &mut Service) {
     db.psql(&format!("DROP PUBLICATION {}", names.publication));
-    write_events(&db, 4..5);
+    write_events(db, 4..5);
     let status = source.exited(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{}", source.log());
-    assert_publication_dropped(&source.log(), &names);
+    assert_publication_dropped(&source.log(), names);
+}
+
+#[test]
+fn publication_dropped_under_a_running_source_is_named_with_the_way_out() {
+    let (db, names, _dir, _cfg, mut source) = streaming_three_events("hostile_pub", false);
+    drop_publication_and_see_the_source_stop(&db, &names, &mut source);
     let got = wait_ids(&names.topic, 1..4);
     assert_eq!(
         got.len(),
@@ -166,17 +178,8 @@ fn publication_dropped_under_a_running_source_is_named_with_the_way_out() {
 
 #[test]
 fn publication_dropped_with_create_true_is_created_again_but_the_gap_needs_the_slot_moved() {
-    let (db, names) = prepared_write_db("hostile_pub_create");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = source_config(dir.path(), &db, &names, &[]);
-    let mut source = streaming_source(&cfg);
-    write_events(&db, 1..4);
-    wait_ids(&names.topic, 1..4);
-    db.psql(&format!("DROP PUBLICATION {}", names.publication));
-    write_events(&db, 4..5);
-    let status = source.exited(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(1), "{}", source.log());
-    assert_publication_dropped(&source.log(), &names);
+    let (db, names, _dir, cfg, mut source) = streaming_three_events("hostile_pub_create", true);
+    drop_publication_and_see_the_source_stop(&db, &names, &mut source);
 
     // A restart creates the publication again, and still cannot decode the gap.
     let mut again = spawn("source", &["source", "--config", path_str(&cfg)]);

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use walcast_testkit::{unique_name, wait_until};
+
 use crate::support::free_port;
 use crate::support::pipeline::*;
-use walcast_testkit::{unique_name, wait_until};
 
 #[test]
 fn source_with_a_bad_dsn_names_the_cause_and_the_fix() {
@@ -87,10 +88,14 @@ fn source_with_a_bad_dsn_names_the_cause_and_the_fix() {
         let cfg = source_config_dsn(dir.path(), &dsn, &names, &[]);
         let mut source = spawn("source", &["source", "--config", path_str(&cfg)]);
         source.expect_log("starting over", Duration::from_secs(30));
-        let reported = wait_until("reported", Duration::from_secs(30), || {
-            let log = source.log();
-            needles.iter().all(|n| log.contains(n))
-        })
+        let reported = wait_until(
+            "the cause and the fix in the log",
+            Duration::from_secs(30),
+            || {
+                let log = source.log();
+                needles.iter().all(|n| log.contains(n))
+            },
+        )
         .is_ok();
         assert!(reported, "{case}: {needles:?} not all in\n{}", source.log());
         assert!(source.is_running(), "{case}: retries instead of exiting");
@@ -137,12 +142,16 @@ fn sink_target_with_a_wrong_password_is_named_while_the_others_flow() {
         !log.contains("wrong-secret"),
         "the password is masked: {log}"
     );
-    let named = wait_until("named", Duration::from_secs(30), || {
-        let (ready, up) = target_state(admin, "replica-1");
-        ready.contains("replica-1: ")
-            && ready.contains("password authentication failed")
-            && up == Some(0.0)
-    })
+    let named = wait_until(
+        "the target named down on /ready",
+        Duration::from_secs(30),
+        || {
+            let (ready, up) = target_state(admin, "replica-1");
+            ready.contains("replica-1: ")
+                && ready.contains("password authentication failed")
+                && up == Some(0.0)
+        },
+    )
     .is_ok();
     assert!(named, "{:?}", target_state(admin, "replica-1"));
     assert_eq!(target_state(admin, "catalog_read").1, Some(1.0));

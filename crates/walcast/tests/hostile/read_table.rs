@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use walcast_testkit::{unique_name, wait_until};
+
 use crate::support::free_port;
 use crate::support::pipeline::*;
-use walcast_testkit::{unique_name, wait_until};
 
 #[test]
 fn read_table_changed_under_a_running_sink_is_named_and_caught_up_after_the_fix() {
@@ -29,10 +30,14 @@ fn read_table_changed_under_a_running_sink_is_named_and_caught_up_after_the_fix(
     produce(&topic, &product_events(6..11, |n| format!("p{n}")));
     a.wait_offsets(10, Duration::from_secs(60), &sink);
     sink.expect_log("column \"search_text\"", Duration::from_secs(60));
-    let named = wait_until("named", Duration::from_secs(30), || {
-        let (ready, up) = target_state(admin, "replica-1");
-        ready.contains("replica-1: ") && ready.contains("search_text") && up == Some(0.0)
-    })
+    let named = wait_until(
+        "the target named down on /ready",
+        Duration::from_secs(30),
+        || {
+            let (ready, up) = target_state(admin, "replica-1");
+            ready.contains("replica-1: ") && ready.contains("search_text") && up == Some(0.0)
+        },
+    )
     .is_ok();
     assert!(
         named,

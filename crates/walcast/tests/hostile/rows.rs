@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use crate::support::free_port;
-use crate::support::pipeline::*;
 use serde_json::json;
 use walcast_testkit::{unique_name, wait_until};
+
+use crate::support::free_port;
+use crate::support::pipeline::*;
 
 /// Key, value and header bytes of a record as read back.
 fn record_bytes(r: &Rec) -> usize {
@@ -30,7 +31,7 @@ fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
     let targets = [("catalog_read", read.dsn())];
     let sink_cfg = sink_config(dir.path(), &names.topic, &targets, admin);
     let mut sink = spawn("sink", &["sink", "--config", path_str(&sink_cfg)]);
-    let ready = wait_until("ready", Duration::from_secs(90), || {
+    let ready = wait_until("the sink ready", Duration::from_secs(90), || {
         http_get(admin, "/ready").0 == 200
     })
     .is_ok();
@@ -62,13 +63,17 @@ fn hostile_rows_never_stop_the_pipeline_and_every_dead_letter_fits() {
         "ProductCreated",
         &created(&p3, "OK-1", "fine", "fine", "3.00").to_string(),
     );
-    let arrived = wait_until("arrived", Duration::from_secs(120), || {
-        read.query_text(
-            "SELECT name FROM catalog_product_read WHERE product_id = $1::text::uuid",
-            &p3,
-        )
-        .is_some()
-    })
+    let arrived = wait_until(
+        "the last product in the read model",
+        Duration::from_secs(120),
+        || {
+            read.query_text(
+                "SELECT name FROM catalog_product_read WHERE product_id = $1::text::uuid",
+                &p3,
+            )
+            .is_some()
+        },
+    )
     .is_ok();
     assert!(
         arrived,
