@@ -52,16 +52,6 @@ pub use wait::{wait_until, wait_until_async};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Starts `cmd` (a service under test) with `SIGKILL` as its parent-death signal, its stdin
-/// closed and its stdout and stderr appended to `log`: it never outlives the test process,
-/// even one killed with `SIGKILL`.
-pub fn spawn_child(
-    cmd: std::process::Command,
-    log: &std::path::Path,
-) -> Result<std::process::Child, KitError> {
-    process::spawn_server(cmd, libc::SIGKILL, log)
-}
-
 /// A name unique within this machine for a database, slot, publication, topic or group.
 ///
 /// Lower-case ASCII, digits and `_` only, so it is valid unquoted in SQL and as a topic name.
