@@ -6,7 +6,7 @@
 //! ```text
 //! cargo test -p walcast --test main                    # all of them
 //! cargo test -p walcast --test main hostile::          # one topic
-//! cargo test -p walcast --test main crash_matrix -- --nocapture
+//! cargo test -p walcast --test main crash_matrix:: -- --nocapture
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
