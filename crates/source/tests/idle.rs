@@ -22,15 +22,7 @@ async fn slot_advances_while_only_another_table_is_written() {
         "",
         "",
     )));
-    assert!(
-        wait_until_async(
-            "the source streaming from the slot",
-            Duration::from_secs(60),
-            || async { db.slot_active().await }
-        )
-        .await
-        .is_ok()
-    );
+    assert!(db.streams_within(Duration::from_secs(60)).await);
     let start = db.slot_confirmed().await;
     for round in 0..5 {
         db.exec(&format!(
@@ -75,15 +67,7 @@ async fn heartbeat_messages_are_written_and_confirmed() {
         "[heartbeat]\ninterval_secs = 1\n",
     );
     let source = InProcess::start(load_config(&path));
-    assert!(
-        wait_until_async(
-            "the source streaming from the slot",
-            Duration::from_secs(60),
-            || async { db.slot_active().await }
-        )
-        .await
-        .is_ok()
-    );
+    assert!(db.streams_within(Duration::from_secs(60)).await);
     let before = db.current_lsn().await;
     let beats = wait_until_async("three heartbeats", Duration::from_secs(30), || async {
         source.metric(metrics::HEARTBEATS) >= 3.0

@@ -20,15 +20,7 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
     let mut config = load_config(&config_file(dir.path(), &db, &brokers, "", ""));
     config.postgres.stall_after_secs = 10;
     let source = InProcess::start(config);
-    assert!(
-        wait_until_async(
-            "the source streaming from the slot",
-            Duration::from_secs(60),
-            || async { db.slot_active().await }
-        )
-        .await
-        .is_ok()
-    );
+    assert!(db.streams_within(Duration::from_secs(60)).await);
 
     let load = Load {
         max_txn: 100,
@@ -128,15 +120,7 @@ async fn postgres_restart_mid_load_loses_nothing() {
     let dir = ok(tempfile::tempdir());
     let brokers = kafka.bootstrap();
     let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
-    assert!(
-        wait_until_async(
-            "the source streaming from the slot",
-            Duration::from_secs(60),
-            || async { db.slot_active().await }
-        )
-        .await
-        .is_ok()
-    );
+    assert!(db.streams_within(Duration::from_secs(60)).await);
     let first = Load {
         aggregates: 50,
         ..Load::new(3_000)

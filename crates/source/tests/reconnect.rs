@@ -21,15 +21,7 @@ async fn a_connection_cut_mid_transaction_does_not_stall_the_slot() {
     db.prepare().await;
     let dir = ok(tempfile::tempdir());
     let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
-    assert!(
-        wait_until_async(
-            "the source streaming from the slot",
-            Duration::from_secs(60),
-            || async { db.slot_active().await }
-        )
-        .await
-        .is_ok()
-    );
+    assert!(db.streams_within(Duration::from_secs(60)).await);
 
     db.exec(&format!(
         "INSERT INTO outbox_messages (id, aggregate_id, event_type, occurred_at, payload) \

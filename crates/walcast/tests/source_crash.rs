@@ -36,13 +36,7 @@ async fn kill_9_five_times_during_a_50k_load_loses_nothing() {
     .env("RUST_LOG", log_filter)
     .start()
     .unwrap();
-    let streaming = wait_until_async(
-        "the source streaming from the slot",
-        Duration::from_secs(60),
-        || async { db.slot_active().await },
-    )
-    .await
-    .is_ok();
+    let streaming = db.streams_within(Duration::from_secs(60)).await;
     assert!(streaming, "source did not start: {}", child.log_tail(4000));
 
     let load = Load {

@@ -136,6 +136,15 @@ impl TestDb {
         self.query_text(&sql).await.as_deref() == Some("true")
     }
 
+    /// Whether a source streams from the slot within `limit`.
+    pub async fn streams_within(&self, limit: Duration) -> bool {
+        wait_until_async("the source streaming from the slot", limit, || async {
+            self.slot_active().await
+        })
+        .await
+        .is_ok()
+    }
+
     pub async fn current_lsn(&self) -> Lsn {
         self.query_text("SELECT pg_current_wal_lsn()::text")
             .await
