@@ -17,4 +17,4 @@ export WALCAST_CRASH_EVENTS="${WALCAST_CRASH_EVENTS:-50000}"
 export WALCAST_CRASH_TRIALS="${WALCAST_CRASH_TRIALS:-4}"
 export WALCAST_CRASH_RATE="${WALCAST_CRASH_RATE:-1000}"
 export WALCAST_CRASH_BIG_TX="${WALCAST_CRASH_BIG_TX:-100000}"
-exec cargo test --release --locked -p walcast --test crash_matrix -- --nocapture
+exec cargo test --release --locked -p walcast --test main crash_matrix:: -- --nocapture

@@ -13,4 +13,4 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export WALCAST_SOAK_SECS="${WALCAST_SOAK_SECS:-1800}"
 export WALCAST_SOAK_RATE="${WALCAST_SOAK_RATE:-500}"
 export WALCAST_SOAK_INTERVAL_SECS="${WALCAST_SOAK_INTERVAL_SECS:-60}"
-exec cargo test --release --locked -p walcast --test soak -- --nocapture
+exec cargo test --release --locked -p walcast --test main soak:: -- --nocapture

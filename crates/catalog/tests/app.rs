@@ -10,7 +10,7 @@ use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
 
 use crate::support::http::{get, post};
-use crate::support::{read_db, shared_pg, wait_until, write_db};
+use crate::support::{read_db, shared_pg, wait_until_async, write_db};
 
 #[tokio::test]
 async fn serves_both_apis_with_admin_endpoints_until_shutdown() {
@@ -49,10 +49,11 @@ async fn serves_both_apis_with_admin_endpoints_until_shutdown() {
         },
     ));
 
-    wait_until("the app to be ready", Duration::from_secs(10), || async {
+    wait_until_async("the app to be ready", Duration::from_secs(10), || async {
         get(query_addr, "/ready").await.status == 200
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let ready = get(write_addr, "/ready").await;
     assert_eq!(ready.status, 200);
     assert!(

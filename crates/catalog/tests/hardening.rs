@@ -10,7 +10,7 @@ use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
 
 use crate::support::http::{get, post, request};
-use crate::support::{Server, connect, read_db, shared_pg, wait_until, write_db};
+use crate::support::{Server, connect, read_db, shared_pg, wait_until_async, write_db};
 use crate::write::setup;
 
 #[tokio::test]
@@ -176,7 +176,7 @@ async fn idempotency_keys_older_than_the_window_are_pruned_and_recent_ones_kept(
     let first = request(write_addr, "POST", "/products", &key, Some(body)).await;
     assert_eq!(first.status, 201, "{}", first.body);
 
-    wait_until("the old keys pruned", Duration::from_secs(30), || async {
+    wait_until_async("the old keys pruned", Duration::from_secs(30), || async {
         let n: i64 = db
             .query_one(
                 "SELECT count(*) FROM idempotency_keys WHERE key LIKE 'old-%'",
@@ -187,7 +187,8 @@ async fn idempotency_keys_older_than_the_window_are_pruned_and_recent_ones_kept(
             .get(0);
         n == 0
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let metrics = registry.render();
     assert!(
         metrics.contains("walcast_catalog_idempotency_keys_pruned_total 250"),

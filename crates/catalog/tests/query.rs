@@ -11,7 +11,7 @@ use walcast_telemetry::metrics::Registry;
 use walcast_testkit::Postgres;
 
 use crate::support::http::get;
-use crate::support::{Server, connect, read_db, shared_pg, wait_until};
+use crate::support::{Server, connect, read_db, shared_pg, wait_until_async};
 
 fn replicas(dsns: &[String]) -> Vec<ReplicaConfig> {
     dsns.iter()
@@ -141,7 +141,7 @@ async fn a_stopped_replica_is_skipped_and_comes_back_after_a_restart() {
     );
 
     own.restart().unwrap();
-    wait_until(
+    wait_until_async(
         "replica-3 to be probed healthy",
         Duration::from_secs(30),
         || async {
@@ -149,7 +149,8 @@ async fn a_stopped_replica_is_skipped_and_comes_back_after_a_restart() {
             api.replicas()[2].eligible
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(served_by(&server, id).await);
@@ -197,7 +198,7 @@ async fn a_replica_that_stops_applying_is_skipped_once_it_is_behind_for_too_long
     api.probe().await;
     let status = &api.replicas()[2];
     assert_eq!(status.lag_bytes, 0x100);
-    wait_until(
+    wait_until_async(
         "replica-3 to lag past max_lag",
         Duration::from_secs(10),
         || async {
@@ -205,7 +206,8 @@ async fn a_replica_that_stops_applying_is_skipped_once_it_is_behind_for_too_long
             !api.replicas()[2].eligible
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let status = &api.replicas()[2];
     assert!(
         status.healthy && status.lag >= Duration::from_millis(300),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use walcast_replication::{ChangeStream, Event};
 
-use crate::support::{TestDb, collect_txns, next_event, ok, shared_pg, wait_until};
+use crate::support::{TestDb, collect_txns, next_event, ok, shared_pg, wait_until_async};
 
 /// Ids of the rows inserted by committed transactions, in order.
 fn committed_ids(events: &[Event]) -> Vec<i64> {
@@ -110,10 +110,13 @@ async fn idle_slot_advances_while_only_another_database_is_written() {
         .await
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
-    let advanced = wait_until(Duration::from_secs(30), || async {
-        quiet.slot_confirmed_flush().await >= written
-    })
-    .await;
+    let advanced = wait_until_async(
+        "the quiet slot confirmed past what was written",
+        Duration::from_secs(30),
+        || async { quiet.slot_confirmed_flush().await >= written },
+    )
+    .await
+    .is_ok();
     assert!(
         advanced,
         "confirmed_flush_lsn stayed at {} (started at {start}), WAL is at {written}",

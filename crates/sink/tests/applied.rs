@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Issue 10, suspicion A: the sink kept the greatest commit LSN over all partitions, so a
-/// target claimed LSNs whose earlier commits on another partition were not applied yet.
+/// A target's applied LSN never passes an event not applied yet on another partition (the
+/// greatest commit LSN over all partitions would claim earlier commits still pending), and
+/// idle partitions do not hold it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_applied_lsn_never_passes_an_unapplied_event_and_idle_partitions_do_not_hold_it() {
     const BEHIND: u64 = 400;

@@ -25,9 +25,9 @@ fn record(event_type: &str, key: Uuid, value: Vec<u8>) -> RawRecord {
     (key.to_string(), value, headers)
 }
 
-/// Issue 10, defect 4: an `event_type` of 170,000 control characters made a ~1 MB
-/// `walcast.error` header (each echoed as `\u{1}`), the DLQ send failed for ever and every
-/// target stopped at that offset.
+/// A dead letter's headers fit in a record: an `event_type` of 170,000 control characters
+/// (each echoed as `\u{1}`) would make a ~1 MB `walcast.error` header whose DLQ send fails for
+/// ever, stopping every target at that offset; instead the targets move past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_of_huge_headers_fit_and_every_target_moves_past_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,8 +111,8 @@ async fn dead_letters_of_huge_headers_fit_and_every_target_moves_past_them() {
     sink.stop().await;
 }
 
-/// Issue 10, defect 7: a batch closes at `max_bytes` as well as at `max_events`; a record
-/// larger than `max_bytes` is a batch of its own.
+/// A batch closes at `max_bytes` as well as at `max_events`; a record larger than `max_bytes`
+/// is a batch of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_closes_at_max_bytes() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 
 use crate::support::*;
+use walcast_testkit::wait_until_async;
 
 async fn add_partitions(topic: &str, count: usize) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -23,22 +24,6 @@ async fn add_partitions(topic: &str, count: usize) {
     }
 }
 
-/// Waits until `check` holds for every target, or panics naming `what`.
-async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A topic of `from` partitions, one event on each of 0 and 1, then `to` partitions and, once
 /// the target refuses them, one event on each of 0, `from` and `to - 1`: `flowing` records
 /// are consumed and `/ready` says `refusal`; once the operator records the new count, all are.
@@ -51,7 +36,7 @@ async fn grow(from: i32, to: i32, flowing: i64, refusal: &str) {
     wait_caught_up(targets.values(), 2, Duration::from_secs(60)).await;
 
     add_partitions(&topic, to as usize).await;
-    wait_for(
+    wait_until_async(
         "/ready naming the refusal and the fix",
         Duration::from_secs(30),
         || async {
@@ -64,13 +49,14 @@ async fn grow(from: i32, to: i32, flowing: i64, refusal: &str) {
                 && body.contains(&format!("SET partitions = {to}"))
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // Written once the change is seen (events written before that, on partitions the target
     // still consumed, are applied: the detection window of metadata_refresh_secs).
     produce_at(&topic, &[(0, 0x300), (from, 0x400), (to - 1, 0x500)]).await;
     wait_caught_up(targets.values(), flowing, Duration::from_secs(60)).await;
     // The lag shows every event not consumed: it is on the topic, and the target holds it back.
-    wait_for(
+    wait_until_async(
         "the lag of the refused events",
         Duration::from_secs(30),
         || async {
@@ -79,7 +65,8 @@ async fn grow(from: i32, to: i32, flowing: i64, refusal: &str) {
                 .all(|t| sink.metric(walcast_sink::metrics::LAG, t) == (5 - flowing) as f64)
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     for (name, dsn) in &targets {
         assert_eq!(
             rows(dsn).await.len() as i64,
@@ -104,10 +91,11 @@ async fn grow(from: i32, to: i32, flowing: i64, refusal: &str) {
             .unwrap();
     }
     wait_caught_up(targets.values(), 5, Duration::from_secs(60)).await;
-    wait_for("/ready", Duration::from_secs(30), || async {
+    wait_until_async("/ready", Duration::from_secs(30), || async {
         http_get(sink.admin, "/ready").await.0.contains("200")
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     for (name, dsn) in &targets {
         assert_eq!(rows(dsn).await.len(), 5, "{name}");
         assert_eq!(
@@ -119,9 +107,9 @@ async fn grow(from: i32, to: i32, flowing: i64, refusal: &str) {
     sink.stop().await;
 }
 
-/// Issue 10, suspicion B: the sink re-assigned itself new partitions as soon as it saw them,
-/// so a key moved by the change could have its later events applied before its earlier ones.
-/// Doubled: keys only move to new partitions, so the old ones keep flowing.
+/// Partitions added to a topic are refused until an operator records them: were they assigned
+/// as soon as they appear, a key moved by the change could have its later events applied
+/// before its earlier ones. Keys only move to new partitions, so the old ones keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_partitions_are_refused_with_the_fix_until_an_operator_records_them() {
     grow(2, 4, 3, "refuses partitions 2..4").await;

@@ -10,6 +10,7 @@ use walcast_sink::metrics;
 
 use crate::support::*;
 use crate::versions::{T0, created, renamed};
+use walcast_testkit::wait_until_async;
 
 /// The shipped config with a one-hour window for both tables, a pass every second and
 /// `batch_rows` rows per DELETE.
@@ -50,17 +51,6 @@ fn prune_metric(sink: &Running, name: &str, target: &str, table: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_older_than_the_window_are_pruned_in_batches_and_recent_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,7 +83,7 @@ async fn rows_older_than_the_window_are_pruned_in_batches_and_recent_ones_kept()
     .await
     .unwrap();
 
-    wait_for("the old rows pruned", Duration::from_secs(60), async || {
+    wait_until_async("the old rows pruned", Duration::from_secs(60), || async {
         count(
             dsn,
             "SELECT count(*) FROM processed_events WHERE event_type = 'Old'",
@@ -107,7 +97,8 @@ async fn rows_older_than_the_window_are_pruned_in_batches_and_recent_ones_kept()
             .await
                 == 0
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         count(dsn, "SELECT count(*) FROM processed_events").await,
         7,
@@ -129,10 +120,10 @@ async fn rows_older_than_the_window_are_pruned_in_batches_and_recent_ones_kept()
             "{table}"
         );
     }
-    wait_for(
+    wait_until_async(
         "the oldest-age gauge to follow",
         Duration::from_secs(10),
-        async || {
+        || async {
             let oldest = prune_metric(
                 &sink,
                 metrics::BOOKKEEPING_OLDEST,
@@ -142,7 +133,8 @@ async fn rows_older_than_the_window_are_pruned_in_batches_and_recent_ones_kept()
             oldest > 0.0 && oldest < 3600.0
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     // The other targets had nothing old: nothing pruned, the applied events kept.
     for (name, dsn) in targets.iter().filter(|(n, _)| *n != "catalog_read") {
         assert_eq!(
@@ -177,12 +169,13 @@ async fn a_duplicate_inside_the_window_is_skipped_and_after_it_the_version_guard
             .fold(f64::INFINITY, f64::min)
     };
     let before = passes(&sink);
-    wait_for(
+    wait_until_async(
         "a pruning pass on every target",
         Duration::from_secs(30),
-        async || passes(&sink) > before,
+        || async { passes(&sink) > before },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // Inside the window: the id is still there, the redelivered create is a duplicate.
     produce(&topic, std::slice::from_ref(&create), &mut lsn).await;
@@ -206,10 +199,10 @@ async fn a_duplicate_inside_the_window_is_skipped_and_after_it_the_version_guard
             .await
             .unwrap();
     }
-    wait_for(
+    wait_until_async(
         "the aged id pruned everywhere",
         Duration::from_secs(30),
-        async || {
+        || async {
             let mut left = 0;
             for dsn in targets.values() {
                 left += count(
@@ -224,7 +217,8 @@ async fn a_duplicate_inside_the_window_is_skipped_and_after_it_the_version_guard
             left == 0
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     produce(&topic, &[create], &mut lsn).await;
     wait_caught_up(targets.values(), 4, Duration::from_secs(60)).await;
     for (name, dsn) in &targets {

@@ -9,7 +9,7 @@ use walcast_source::{SourceConfig, metrics, record};
 use crate::support::kafka::{Received, TopicReader};
 use crate::support::{
     InProcess, TestDb, blocking, config_file, load_config, ok, shared_kafka, start_source,
-    wait_until,
+    wait_until_async,
 };
 
 /// An outbox whose columns may be null, so the unmappable rows can be written at all.
@@ -188,10 +188,13 @@ async fn oversize_and_unmappable_rows_go_to_the_dlq_while_later_events_flow() {
 
     // Nothing is stuck: everything, dead letters included, is confirmed.
     let last = db.current_lsn().await;
-    let confirmed = wait_until(Duration::from_secs(30), || async {
-        db.slot_confirmed().await >= last
-    })
-    .await;
+    let confirmed = wait_until_async(
+        "the slot confirmed past the last event",
+        Duration::from_secs(30),
+        || async { db.slot_confirmed().await >= last },
+    )
+    .await
+    .is_ok();
     assert!(
         confirmed,
         "slot at {}, WAL at {last}",

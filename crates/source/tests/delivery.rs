@@ -7,7 +7,9 @@ use walcast_source::metrics;
 use crate::support::kafka::TopicReader;
 use crate::support::load::{self, Load};
 use crate::support::verify;
-use crate::support::{InProcess, TestDb, config_file, load_config, ok, shared_kafka, wait_until};
+use crate::support::{
+    InProcess, TestDb, config_file, load_config, ok, shared_kafka, wait_until_async,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_arrive_exactly_once_in_aggregate_order() {
@@ -47,10 +49,13 @@ async fn ten_thousand_events_arrive_exactly_once_in_aggregate_order() {
     assert_eq!(records.len(), 10_000);
 
     // Everything acknowledged is confirmed: the slot reaches the last commit.
-    let confirmed = wait_until(Duration::from_secs(30), || async {
-        db.slot_confirmed().await > report.max_commit_lsn
-    })
-    .await;
+    let confirmed = wait_until_async(
+        "the slot confirmed past the last commit",
+        Duration::from_secs(30),
+        || async { db.slot_confirmed().await > report.max_commit_lsn },
+    )
+    .await
+    .is_ok();
     assert!(
         confirmed,
         "slot at {}, last commit {}",
@@ -92,10 +97,11 @@ async fn graceful_stop_confirms_everything_and_a_restart_repeats_nothing() {
     let end = db.current_lsn().await;
     assert!(
         !db.slot_active().await
-            || wait_until(Duration::from_secs(10), || async {
+            || wait_until_async("the slot released", Duration::from_secs(10), || async {
                 !db.slot_active().await
             })
             .await
+            .is_ok()
     );
 
     // A second run with more events: only the new ones are produced.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use walcast_source::metrics;
 
-use crate::support::{InProcess, TestDb, config_file, load_config, ok, shared_kafka, wait_until};
+use crate::support::{
+    InProcess, TestDb, config_file, load_config, ok, shared_kafka, wait_until_async,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slot_advances_while_only_another_table_is_written() {
@@ -20,7 +22,7 @@ async fn slot_advances_while_only_another_table_is_written() {
         "",
         "",
     )));
-    assert!(wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await);
+    assert!(db.streams_within(Duration::from_secs(60)).await);
     let start = db.slot_confirmed().await;
     for round in 0..5 {
         db.exec(&format!(
@@ -30,10 +32,13 @@ async fn slot_advances_while_only_another_table_is_written() {
         .await;
     }
     let written = db.current_lsn().await;
-    let advanced = wait_until(Duration::from_secs(60), || async {
-        db.slot_confirmed().await >= written
-    })
-    .await;
+    let advanced = wait_until_async(
+        "the slot confirmed past what was written",
+        Duration::from_secs(60),
+        || async { db.slot_confirmed().await >= written },
+    )
+    .await
+    .is_ok();
     assert!(
         advanced,
         "confirmed_flush_lsn {} (started at {start}) never reached {written}",
@@ -62,21 +67,25 @@ async fn heartbeat_messages_are_written_and_confirmed() {
         "[heartbeat]\ninterval_secs = 1\n",
     );
     let source = InProcess::start(load_config(&path));
-    assert!(wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await);
+    assert!(db.streams_within(Duration::from_secs(60)).await);
     let before = db.current_lsn().await;
-    let beats = wait_until(Duration::from_secs(30), || async {
+    let beats = wait_until_async("three heartbeats", Duration::from_secs(30), || async {
         source.metric(metrics::HEARTBEATS) >= 3.0
     })
-    .await;
+    .await
+    .is_ok();
     assert!(
         beats,
         "heartbeats written: {}",
         source.metric(metrics::HEARTBEATS)
     );
-    let advanced = wait_until(Duration::from_secs(30), || async {
-        db.slot_confirmed().await > before
-    })
-    .await;
+    let advanced = wait_until_async(
+        "the slot confirmed past the heartbeats",
+        Duration::from_secs(30),
+        || async { db.slot_confirmed().await > before },
+    )
+    .await
+    .is_ok();
     assert!(advanced, "slot stayed at {}", db.slot_confirmed().await);
     ok(source.stop().await);
     db.drop_slot().await;

@@ -4,7 +4,6 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-mod crash;
 mod dead_letters;
 mod delivery;
 mod idle;

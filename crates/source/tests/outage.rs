@@ -8,7 +8,7 @@ use walcast_testkit::Kafka;
 use crate::support::kafka::TopicReader;
 use crate::support::load::{self, Load};
 use crate::support::verify;
-use crate::support::{InProcess, TestDb, blocking, config_file, load_config, ok, wait_until};
+use crate::support::{InProcess, TestDb, blocking, config_file, load_config, ok, wait_until_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_for_30_s_mid_load_loses_nothing() {
@@ -20,7 +20,7 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
     let mut config = load_config(&config_file(dir.path(), &db, &brokers, "", ""));
     config.postgres.stall_after_secs = 10;
     let source = InProcess::start(config);
-    assert!(wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await);
+    assert!(db.streams_within(Duration::from_secs(60)).await);
 
     let load = Load {
         max_txn: 100,
@@ -31,10 +31,13 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
         let db = db.clone();
         tokio::spawn(async move { load::write(&db, &load).await })
     };
-    let flowing = wait_until(Duration::from_secs(60), || async {
-        source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0
-    })
-    .await;
+    let flowing = wait_until_async(
+        "1,000 events published",
+        Duration::from_secs(60),
+        || async { source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0 },
+    )
+    .await
+    .is_ok();
     assert!(flowing, "no events before the outage");
 
     kafka.kill();
@@ -89,15 +92,19 @@ async fn broker_down_for_30_s_mid_load_loses_nothing() {
         records.len(),
         report.duplicates
     );
-    let ready = wait_until(Duration::from_secs(30), || async {
+    let ready = wait_until_async("the source ready", Duration::from_secs(30), || async {
         source.health.is_ready()
     })
-    .await;
+    .await
+    .is_ok();
     assert!(ready, "ready again once the broker acknowledges");
-    let unstalled = wait_until(Duration::from_secs(30), || async {
-        source.metric(metrics::PROGRESS_STALLED) == 0.0
-    })
-    .await;
+    let unstalled = wait_until_async(
+        "progress no longer stalled",
+        Duration::from_secs(30),
+        || async { source.metric(metrics::PROGRESS_STALLED) == 0.0 },
+    )
+    .await
+    .is_ok();
     assert!(unstalled, "no stall once the slot moves again");
     ok(source.stop().await);
     db.drop_slot().await;
@@ -113,16 +120,19 @@ async fn postgres_restart_mid_load_loses_nothing() {
     let dir = ok(tempfile::tempdir());
     let brokers = kafka.bootstrap();
     let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
-    assert!(wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await);
+    assert!(db.streams_within(Duration::from_secs(60)).await);
     let first = Load {
         aggregates: 50,
         ..Load::new(3_000)
     };
     load::write(&db, &first).await;
-    let some = wait_until(Duration::from_secs(60), || async {
-        source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0
-    })
-    .await;
+    let some = wait_until_async(
+        "1,000 events published",
+        Duration::from_secs(60),
+        || async { source.metric(metrics::EVENTS_PUBLISHED) >= 1_000.0 },
+    )
+    .await
+    .is_ok();
     assert!(some);
     pg = ok(blocking(move || pg.restart().map(|()| pg)).await);
     assert!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use walcast_source::metrics;
 
 use crate::support::kafka::TopicReader;
-use crate::support::{InProcess, TestDb, blocking, config_file, load_config, ok, wait_until};
+use crate::support::{InProcess, TestDb, blocking, config_file, load_config, ok, wait_until_async};
 
 /// Rows of the large transaction: big enough that it is reliably in flight when the
 /// connection is cut.
@@ -21,7 +21,7 @@ async fn a_connection_cut_mid_transaction_does_not_stall_the_slot() {
     db.prepare().await;
     let dir = ok(tempfile::tempdir());
     let source = InProcess::start(load_config(&config_file(dir.path(), &db, &brokers, "", "")));
-    assert!(wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await);
+    assert!(db.streams_within(Duration::from_secs(60)).await);
 
     db.exec(&format!(
         "INSERT INTO outbox_messages (id, aggregate_id, event_type, occurred_at, payload) \
@@ -32,10 +32,13 @@ async fn a_connection_cut_mid_transaction_does_not_stall_the_slot() {
     ))
     .await;
     // Cut the walsender once part of the transaction is published.
-    let started = wait_until(Duration::from_secs(60), || async {
-        source.metric(metrics::EVENTS_PUBLISHED) >= 5_000.0
-    })
-    .await;
+    let started = wait_until_async(
+        "5,000 events published",
+        Duration::from_secs(60),
+        || async { source.metric(metrics::EVENTS_PUBLISHED) >= 5_000.0 },
+    )
+    .await
+    .is_ok();
     assert!(started, "the large transaction was not being published");
     let terminated = db
         .query_text(&format!(
@@ -58,10 +61,13 @@ async fn a_connection_cut_mid_transaction_does_not_stall_the_slot() {
     )
     .await;
     let after_small = db.current_lsn().await;
-    let confirmed = wait_until(Duration::from_secs(120), || async {
-        db.slot_confirmed().await >= after_small
-    })
-    .await;
+    let confirmed = wait_until_async(
+        "the slot confirmed past the small transactions",
+        Duration::from_secs(120),
+        || async { db.slot_confirmed().await >= after_small },
+    )
+    .await
+    .is_ok();
     assert!(
         confirmed,
         "the slot's confirmed_flush_lsn {} never passed {after_small} (the transaction cut \

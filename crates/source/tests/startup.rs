@@ -2,10 +2,16 @@
 
 use std::time::Duration;
 
-use crate::support::{InProcess, TestDb, config_file, load_config, ok, shared_kafka, wait_until};
+use crate::support::{
+    InProcess, TestDb, config_file, load_config, ok, shared_kafka, wait_until_async,
+};
 
 async fn start_error(source: InProcess) -> String {
-    let stopped = wait_until(Duration::from_secs(60), || async { source.is_finished() }).await;
+    let stopped = wait_until_async("the source stopped", Duration::from_secs(60), || async {
+        source.is_finished()
+    })
+    .await
+    .is_ok();
     assert!(stopped, "the source should have refused to start");
     match source.stop().await {
         Ok(()) => panic!("started"),

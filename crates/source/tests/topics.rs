@@ -11,7 +11,9 @@ use crate::dead_letters::{
     AGG, TEXT_OUTBOX, expect, insert, read, template_config, template_config_on,
 };
 use crate::support::kafka::Received;
-use crate::support::{InProcess, TestDb, blocking, ok, shared_kafka, start_source, wait_until};
+use crate::support::{
+    InProcess, TestDb, blocking, ok, shared_kafka, start_source, wait_until_async,
+};
 
 /// Writes one event per type, in order (ids 1, 2, ...).
 async fn write_types(db: &TestDb, types: &[&str]) {
@@ -216,10 +218,13 @@ async fn a_slow_topic_creation_keeps_the_replication_connection_alive() {
     kafka.kill();
     db.exec(&insert(2, &format!("'{AGG}'"), "'Beta'", "'{}'"))
         .await;
-    let dropped = wait_until(Duration::from_secs(8), || async {
-        db.query_text(&pid_sql).await != pid
-    })
-    .await;
+    let dropped = wait_until_async(
+        "the walsender's connection dropped",
+        Duration::from_secs(8),
+        || async { db.query_text(&pid_sql).await != pid },
+    )
+    .await
+    .is_ok();
     assert!(
         !dropped,
         "the walsender ended while the topic was being created: {:?} -> {:?}",

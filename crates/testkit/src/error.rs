@@ -32,6 +32,11 @@ pub enum KitError {
         "the OS user `postgres` is needed to run Postgres as root but does not exist; create it or run as another user"
     )]
     NoPostgresUser,
+    #[error("{what}: not within {timeout:?}")]
+    TimedOut {
+        what: String,
+        timeout: std::time::Duration,
+    },
     #[error("kafka: {0}")]
     Kafka(String),
     #[error("i/o on {path}: {source}")]

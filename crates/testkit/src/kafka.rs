@@ -244,10 +244,10 @@ impl Kafka {
             .arg(self.dir.path().join("server.properties"));
         let mut child = process::spawn_server(cmd, libc::SIGKILL, &log)?;
         let bootstrap = self.bootstrap();
-        let ready = process::wait_until(READY_TIMEOUT, || {
+        let ready = crate::wait_until("the broker", READY_TIMEOUT, || {
             matches!(child.try_wait(), Ok(None)) && broker_count(&bootstrap) == 1
         });
-        if !ready {
+        if ready.is_err() {
             let _ = child.kill();
             let _ = child.wait();
             return Err(KitError::NotReady {

@@ -14,6 +14,11 @@
 //!   SCRAM-SHA-256 passwords, and [`Kafka::start_secure`] adds a `SASL_SSL` (SCRAM-SHA-256)
 //!   listener; both use a throwaway CA generated with the `openssl` crate.
 //!
+//! Helpers for the tests themselves: [`free_port`] (never the same port twice in one binary),
+//! [`wait_until`] / [`wait_until_async`] (a condition with a deadline, named when it fails),
+//! [`Service`] (the `walcast` binary as a child process: kill -9, SIGTERM, its log, restarts)
+//! and [`ConnectorFile`] (connector files written from typed values).
+//!
 //! Teardown: dropping a handle kills its process and removes its directory, also while a test
 //! panics. Processes are started with a parent-death signal, so even a test binary killed with
 //! `SIGKILL` leaves no orphaned Postgres or JVM behind.
@@ -25,29 +30,27 @@
 //! # Ok(()) }
 //! ```
 
+mod connector;
 mod error;
 mod kafka;
 mod ports;
 mod postgres;
 mod process;
+mod service;
 mod tls;
+mod wait;
 
+pub use connector::{ConnectorFile, SINK_FILE, SOURCE_FILE};
 pub use error::KitError;
 pub use kafka::Kafka;
+pub use ports::free_port;
 pub use postgres::{Postgres, PostgresBuilder};
+pub use service::Service;
+pub use toml_edit::Value as TomlValue;
+pub use wait::{wait_until, wait_until_async};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-
-/// Starts `cmd` (a service under test) with `SIGKILL` as its parent-death signal, its stdin
-/// closed and its stdout and stderr appended to `log`: it never outlives the test process,
-/// even one killed with `SIGKILL`.
-pub fn spawn_child(
-    cmd: std::process::Command,
-    log: &std::path::Path,
-) -> Result<std::process::Child, KitError> {
-    process::spawn_server(cmd, libc::SIGKILL, log)
-}
 
 /// A name unique within this machine for a database, slot, publication, topic or group.
 ///

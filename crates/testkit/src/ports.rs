@@ -9,7 +9,9 @@ use std::sync::Mutex;
 
 use crate::KitError;
 
-pub(crate) fn free_port() -> Result<u16, KitError> {
+/// A loopback port nobody listens on, never handed out twice in this process (so two
+/// components of one test binary cannot race for it).
+pub fn free_port() -> Result<u16, KitError> {
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     for _ in 0..64 {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(KitError::io("127.0.0.1:0"))?;

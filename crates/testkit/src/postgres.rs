@@ -310,10 +310,10 @@ impl Postgres {
                 r.apply(&mut cmd);
             }
             let mut child = process::spawn_server(cmd, libc::SIGQUIT, &log)?;
-            let ready = process::wait_until(Duration::from_secs(15), || {
+            let ready = crate::wait_until("Postgres", Duration::from_secs(15), || {
                 matches!(child.try_wait(), Ok(None)) && self.accepts_connections()
             });
-            if ready {
+            if ready.is_ok() {
                 self.child = Some(child);
                 return Ok(());
             }

@@ -182,20 +182,6 @@ pub(crate) fn signal_pid(pid: u32, signal: i32) {
     }
 }
 
-/// Polls `ready` every 100 ms until it returns true or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if ready() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The last `max` bytes of a log file, for error messages.
 pub(crate) fn log_tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = File::open(path) else {

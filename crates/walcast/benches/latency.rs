@@ -8,7 +8,7 @@
 //! The whole pipeline runs on real parts (Postgres leader + three replica clusters, Apache
 //! Kafka, the release `walcast` binary as source and sink). Four SQL writers commit
 //! transactions of 1–10 outbox events at the fixed rate. Latency is exact, from Postgres
-//! commit timestamps (see `tests/e2e/measure.rs`): the commit of the sink transaction on the
+//! commit timestamps (see `tests/support/stack/measure.rs`): the commit of the sink transaction on the
 //! last of the four targets minus the commit of the write transaction on the leader. The first
 //! 3 s of each rate are left out, and before the first rate the system runs
 //! `WALCAST_LATENCY_WARMUP_SECS` (default 60) at 500 events/s unmeasured: a freshly started
@@ -16,15 +16,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/e2e/mod.rs"]
-mod e2e;
+#[path = "../tests/support/stack/mod.rs"]
+mod stack;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::load::{self, Counters, LoadSpec};
-use e2e::measure::{self, Sample, mib};
-use e2e::{Stack, StackOptions, verify};
+use stack::load::{self, Counters, LoadSpec};
+use stack::measure::{self, Sample, mib};
+use stack::{Stack, StackOptions, verify};
 
 fn main() {
     let rates: Vec<f64> = std::env::var("WALCAST_LATENCY_RATES")
@@ -105,8 +105,8 @@ fn main() {
                     ms.sort_by(f64::total_cmp);
                     format!(
                         "{name} p50 {:.0} / p99 {:.0} ms",
-                        e2e::percentile(&ms, 50.0),
-                        e2e::percentile(&ms, 99.0)
+                        stack::percentile(&ms, 50.0),
+                        stack::percentile(&ms, 99.0)
                     )
                 })
                 .collect();
@@ -123,9 +123,9 @@ fn main() {
             println!(
                 "| {rate:.0}/s | {:.0}/s | {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} MiB | {} MiB |",
                 report.committed as f64 / report.seconds,
-                e2e::percentile(&sorted, 50.0),
-                e2e::percentile(&sorted, 95.0),
-                e2e::percentile(&sorted, 99.0),
+                stack::percentile(&sorted, 50.0),
+                stack::percentile(&sorted, 95.0),
+                stack::percentile(&sorted, 99.0),
                 sorted.last().copied().unwrap_or(f64::NAN),
                 mib(sample.rss_source),
                 mib(sample.rss_sink),

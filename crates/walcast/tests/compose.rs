@@ -1,14 +1,12 @@
 //! infra/docker-compose.yml cannot run here (no Docker engine), so this test checks what can
 //! be checked without one: the services, their ports, health checks, build and mounts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_yaml::Value;
 
 fn infra() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra")
+    walcast_testkit::repo_root().join("infra")
 }
 
 fn compose() -> Value {

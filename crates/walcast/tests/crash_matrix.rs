@@ -12,21 +12,17 @@
 //!
 //! ```text
 //! WALCAST_CRASH_EVENTS=50000 WALCAST_CRASH_TRIALS=4 WALCAST_CRASH_BIG_TX=100000 \
-//!   cargo test --release -p walcast --test crash_matrix -- --nocapture
+//!   cargo test --release -p walcast --test main crash_matrix:: -- --nocapture
 //! ```
 //! `WALCAST_CRASH_SEED` replays a run's random choices (the seed is printed first).
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod e2e;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::load::{self, Counters, LoadSpec};
-use e2e::verify::{self, Verdict};
-use e2e::{Rng, Stack, StackOptions};
+use crate::support::stack::load::{self, Counters, LoadSpec};
+use crate::support::stack::verify::{self, Verdict};
+use crate::support::stack::{ONE_STACK_AT_A_TIME, Rng, Stack, StackOptions, env_or, revive};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -51,13 +47,6 @@ impl Fault {
     }
 }
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `[kafka] max_in_flight` of the shipped source connector: how far the source reads ahead of
 /// the broker's acknowledgements.
 const IN_FLIGHT: u64 = 10_000;
@@ -66,17 +55,24 @@ const IN_FLIGHT: u64 = 10_000;
 /// leader; then the source's replication connection is terminated `cuts` times at random
 /// moments while the source publishes it. Returns what happened, for the trial's line.
 async fn cut_mid_transaction(stack: &Stack, rows: u64, cuts: u64, rng: &mut Rng) -> String {
-    let write = e2e::connect(&stack.write_dsn()).await.unwrap();
+    let write = crate::support::stack::connect(&stack.write_dsn())
+        .await
+        .unwrap();
     let published = || {
         let port = stack.source_admin;
         async move {
-            tokio::task::spawn_blocking(move || e2e::http(port, "GET", "/metrics", None))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map_or(0.0, |(_, body)| {
-                    e2e::prometheus_value(&body, "walcast_source_events_published_total")
-                })
+            tokio::task::spawn_blocking(move || {
+                crate::support::stack::http(port, "GET", "/metrics", None)
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map_or(0.0, |(_, body)| {
+                crate::support::stack::prometheus_value(
+                    &body,
+                    "walcast_source_events_published_total",
+                )
+            })
         }
     };
     let before = published().await;
@@ -169,7 +165,9 @@ fn interrupted(stack: &Stack) -> usize {
 
 /// Waits until the slot's confirmed_flush_lsn reaches the WAL written so far.
 async fn slot_confirmed_to_the_end(stack: &Stack, within: Duration) -> Result<(), String> {
-    let write = e2e::connect(&stack.write_dsn()).await.unwrap();
+    let write = crate::support::stack::connect(&stack.write_dsn())
+        .await
+        .unwrap();
     let end: String = write
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await
@@ -217,8 +215,8 @@ async fn inject(stack: &mut Stack, fault: Fault, rng: &mut Rng, down: Duration) 
     }
     tokio::time::sleep(down).await;
     tokio::task::block_in_place(|| match fault {
-        Fault::Source => stack.source.start(),
-        Fault::Sink => stack.sink.start(),
+        Fault::Source => stack.source.restart().unwrap(),
+        Fault::Sink => stack.sink.restart().unwrap(),
         Fault::Kafka => stack.kafka.restart().unwrap(),
         Fault::Replica => stack.replicas[replica].restart().unwrap(),
         Fault::Leader => stack.leader.restart().unwrap(),
@@ -232,6 +230,7 @@ async fn inject(stack: &mut Stack, fault: Fault, rng: &mut Rng, down: Duration) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
+    let _alone = ONE_STACK_AT_A_TIME.lock().await;
     let events: u64 = env_or("WALCAST_CRASH_EVENTS", 5000);
     let trials: usize = env_or("WALCAST_CRASH_TRIALS", 2);
     let rate: f64 = env_or("WALCAST_CRASH_RATE", 400.0);
@@ -324,12 +323,12 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
             }
         );
         for s in [&mut stack.source, &mut stack.sink] {
-            if let Some(why) = s.revive() {
-                println!("  restarted {} after: {why}", s.name);
+            if let Some(why) = revive(s) {
+                println!("  restarted {} after: {why}", s.name());
             }
         }
         if let Some(app) = stack.app.as_mut()
-            && let Some(why) = app.revive()
+            && let Some(why) = revive(app)
         {
             println!("  restarted app after: {why}");
         }
@@ -360,8 +359,10 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
         .unwrap_or(0);
     println!("events in the outbox at the end: {total}");
     // The checker itself can fail: a wrong row and a missing event on one target are seen.
-    stack.sink.stop();
-    let replica = e2e::connect(&stack.targets()["replica-2"]).await.unwrap();
+    stack.sink.terminate(Duration::from_secs(40));
+    let replica = crate::support::stack::connect(&stack.targets()["replica-2"])
+        .await
+        .unwrap();
     let changed = replica
         .execute(
             "UPDATE catalog_product_read SET name = name || ' (corrupted)' \

@@ -1,7 +1,5 @@
 //! `walcast schema apply` against a real Postgres: idempotent, JSON logs, no password in logs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Command;
 
 use walcast_testkit::{Postgres, unique_name};

@@ -3,28 +3,19 @@
 //! an error naming the cause, a least-privilege replication role, and no secret in any log
 //! line of any process (JSON logs at `RUST_LOG=debug`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use walcast_testkit::{Kafka, Postgres, unique_name};
+use crate::support::{WALCAST, free_port, walcast};
+
+use walcast_testkit::{
+    ConnectorFile, Kafka, Postgres, SINK_FILE, SOURCE_FILE, Service, TomlValue, repo_root,
+    unique_name, wait_until,
+};
 
 /// The Postgres role the TLS cluster is created with, and its password (a secret to hunt).
 const PG_USER: &str = "walcast_app";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A password nobody else prints: unique per call, with a quote and a space so DSN quoting is
 /// exercised too.
@@ -41,11 +32,6 @@ fn quoted(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// A TOML basic string.
-fn toml_str(v: &str) -> String {
-    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
 fn secure_dsn(pg: &Postgres, db: &str, user: &str, password: &str) -> String {
     format!(
         "host=127.0.0.1 port={} user={user} password={} dbname={db} sslmode=verify-full sslrootcert={}",
@@ -55,94 +41,30 @@ fn secure_dsn(pg: &Postgres, db: &str, user: &str, password: &str) -> String {
     )
 }
 
-/// A running `walcast` child with its stderr (JSON log lines) and stdout in files.
-struct Walcast {
-    child: Child,
-    log: PathBuf,
+/// `walcast --log-json ARGS` at `RUST_LOG=debug` as a child process; its stderr (JSON log
+/// lines) and stdout in `dir/<name>-1.log`.
+fn spawn_walcast(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
+    let mut w = walcast(name, &["--log-json"], dir)
+        .args(args)
+        .env("RUST_LOG", "debug");
+    for (k, v) in env {
+        w = w.env(k, v);
+    }
+    w.start().unwrap()
 }
 
-impl Walcast {
-    fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Walcast {
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_walcast"))
-            .arg("--log-json")
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Walcast { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit on its own; its exit status, or None at the deadline.
-    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until a log line contains `needle`; false at the deadline.
-    fn wait_log(&mut self, needle: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.output().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits (60 s at most) until the log names `fix`, stops the process, asserts the log also
-    /// names `cause`, and returns the whole log.
-    fn stop_once_named(mut self, cause: &str, fix: &str) -> String {
-        let named = self.wait_log(fix, Duration::from_secs(60));
-        self.stop();
-        let out = self.output();
-        assert!(
-            named && out.contains(cause),
-            "{} must name {cause:?} and {fix:?}:\n{out}",
-            self.log.display()
-        );
-        out
-    }
-
-    /// SIGTERM, then SIGKILL after 20 s.
-    fn stop(&mut self) {
-        if self.child.try_wait().unwrap().is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            if self.wait_exit(Duration::from_secs(20)).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-impl Drop for Walcast {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits (60 s at most) until the log names `fix`, stops the process, asserts the log also
+/// names `cause`, and returns the whole log.
+fn stop_once_named(mut w: Service, cause: &str, fix: &str) -> String {
+    let named = w.wait_for_log(fix, Duration::from_secs(60)).is_ok();
+    w.terminate(Duration::from_secs(20));
+    let out = w.log();
+    assert!(
+        named && out.contains(cause),
+        "{} must name {cause:?} and {fix:?}:\n{out}",
+        w.log_path(w.starts()).display()
+    );
+    out
 }
 
 /// Every line of every log, checked for every secret; the offending line is shown masked.
@@ -175,53 +97,33 @@ fn source_config(
     kafka: &Kafka,
     sasl_password: &str,
 ) -> PathBuf {
-    let shipped =
-        std::fs::read_to_string(repo().join("connectors/catalog-outbox-source.toml")).unwrap();
-    let mut out = String::new();
-    for line in shipped.lines() {
-        let line = if line.starts_with("dsn = ") {
-            // Given by WALCAST_POSTGRES__DSN, as docs/operations.md recommends for passwords.
-            "dsn = \"host=127.0.0.1 user=nobody dbname=nothing\"".to_owned()
-        } else if line.starts_with("slot = ") {
-            format!("slot = \"{slot}\"")
-        } else if line.starts_with("publication = ") {
-            format!("publication = \"{slot}\"")
-        } else if line.starts_with("create = ") {
-            format!("create = {create}")
-        } else if line.starts_with("brokers = ") {
-            format!("brokers = \"{}\"", kafka.secure_bootstrap().unwrap())
-        } else if line.starts_with("topic = ") {
-            format!("topic = \"{topic}\"")
-        } else if line.starts_with("listen = ") {
-            format!("listen = \"127.0.0.1:{}\"", free_port())
-        } else if line.starts_with("lag_interval_secs") {
-            "lag_interval_secs = 1".to_owned()
-        } else {
-            line.to_owned()
-        };
-        out.push_str(&line);
-        out.push('\n');
-        if line == "[kafka.properties]" {
-            out.push_str(&sasl_properties(kafka, sasl_password));
-        }
-    }
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, out).unwrap();
-    path
+    let mut file = ConnectorFile::shipped(SOURCE_FILE).unwrap();
+    // Given by WALCAST_POSTGRES__DSN, as docs/operations.md recommends for passwords.
+    file.set(
+        &["postgres", "dsn"],
+        "host=127.0.0.1 user=nobody dbname=nothing",
+    )
+    .set(&["postgres", "slot"], slot)
+    .set(&["postgres", "publication"], slot)
+    .set(&["postgres", "create"], create)
+    .set(&["postgres", "lag_interval_secs"], 1)
+    .set(&["kafka", "brokers"], kafka.secure_bootstrap().unwrap())
+    .set(&["kafka", "topic"], topic)
+    .set(&["admin", "listen"], format!("127.0.0.1:{}", free_port()));
+    sasl_properties(&mut file, kafka, sasl_password);
+    file.write(&dir.join(format!("{name}.toml"))).unwrap()
 }
 
-/// The SASL_SSL settings for `[kafka.properties]`, with `password` as `sasl.password`.
-fn sasl_properties(kafka: &Kafka, password: &str) -> String {
-    let mut out = String::new();
+/// The SASL_SSL settings in `[kafka.properties]`, with `password` as `sasl.password`.
+fn sasl_properties(file: &mut ConnectorFile, kafka: &Kafka, password: &str) {
     for (k, v) in kafka.secure_properties().unwrap() {
         let v = if k == "sasl.password" {
             password.to_owned()
         } else {
             v
         };
-        out.push_str(&format!("\"{k}\" = {}\n", toml_str(&v)));
+        file.set(&["kafka", "properties", &k], v);
     }
-    out
 }
 
 /// The shipped sink connector file with this test's targets, topic, group and broker.
@@ -233,42 +135,21 @@ fn sink_config(
     kafka: &Kafka,
     sasl_password: &str,
 ) -> PathBuf {
-    let shipped =
-        std::fs::read_to_string(repo().join("connectors/catalog-read-sink.toml")).unwrap();
-    let (head, rest) = shipped.split_once("[targets.catalog_read]").unwrap();
-    let (_, tail) = rest.split_once("# Where the envelope lives").unwrap();
-    let mut out = String::new();
-    for line in head.lines() {
-        let line = if line.starts_with("brokers = ") {
-            format!("brokers = \"{}\"", kafka.secure_bootstrap().unwrap())
-        } else if line.starts_with("topic = ") {
-            format!("topic = \"{topic}\"")
-        } else if line.starts_with("group_prefix = ") {
-            format!("group_prefix = \"{}\"", unique_name("sec_sink"))
-        } else if line.starts_with("listen = ") {
-            format!("listen = \"127.0.0.1:{}\"", free_port())
-        } else if line.starts_with("files = ") {
-            format!(
-                "files = [{}]",
-                toml_str(&repo().join("sql/read.sql").display().to_string())
-            )
-        } else {
-            line.to_owned()
-        };
-        out.push_str(&line);
-        out.push('\n');
-        if line == "[kafka.properties]" {
-            out.push_str(&sasl_properties(kafka, sasl_password));
-        }
-    }
+    let mut file = ConnectorFile::shipped(SINK_FILE).unwrap();
+    file.set(&["kafka", "brokers"], kafka.secure_bootstrap().unwrap())
+        .set(&["kafka", "topic"], topic)
+        .set(&["kafka", "group_prefix"], unique_name("sec_sink"))
+        .set(&["admin", "listen"], format!("127.0.0.1:{}", free_port()))
+        .set(
+            &["schema", "files"],
+            TomlValue::from_iter([repo_root().join("sql/read.sql").display().to_string()]),
+        );
+    sasl_properties(&mut file, kafka, sasl_password);
+    file.remove(&["targets"]);
     for (target, dsn) in targets {
-        out.push_str(&format!("[targets.{target}]\ndsn = {}\n\n", toml_str(dsn)));
+        file.set(&["targets", target, "dsn"], dsn.as_str());
     }
-    out.push_str("# Where the envelope lives");
-    out.push_str(tail);
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, out).unwrap();
-    path
+    file.write(&dir.join(format!("{name}.toml"))).unwrap()
 }
 
 /// Inserts `n` ProductCreated outbox rows (the v2 payload the sink's mapping expects).
@@ -284,28 +165,25 @@ fn insert_products(pg: &Postgres, db: &str, prefix: &str, n: usize) {
     pg.psql(db, &sql).unwrap();
 }
 
+/// The rows of `prefix` in the read model once there are `n` (or when `limit` passed).
 fn wait_rows(pg: &Postgres, db: &str, prefix: &str, n: usize, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let count: usize = pg
-            .psql(
-                db,
-                &format!(
-                    "SELECT count(*) FROM catalog_product_read WHERE sku LIKE '{prefix}-%' AND price = 12.50"
-                ),
-            )
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        if count >= n || Instant::now() >= deadline {
-            return count;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let count = || -> usize {
+        pg.psql(
+            db,
+            &format!(
+                "SELECT count(*) FROM catalog_product_read WHERE sku LIKE '{prefix}-%' AND price = 12.50"
+            ),
+        )
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+    };
+    let _ = wait_until("the rows in the read model", limit, || count() >= n);
+    count()
 }
 
-fn schema_apply(dir: &Path, name: &str, schema: &str, dsn: &str) -> Walcast {
-    let mut w = Walcast::spawn(
+fn schema_apply(dir: &Path, name: &str, schema: &str, dsn: &str) -> Service {
+    let mut w = spawn_walcast(
         dir,
         name,
         &["schema", "apply", schema],
@@ -341,16 +219,12 @@ fn tls_and_sasl_end_to_end_with_no_secret_in_any_log() {
     let write_dsn = secure_dsn(&pg, &write_db, PG_USER, &pg_password);
 
     let schema = schema_apply(dir.path(), "schema-write", "write", &write_dsn);
-    let mut logs = vec![("schema-write", schema.output())];
+    let mut logs = vec![("schema-write", schema.log())];
+    assert!(schema.log().contains("schema applied"), "{}", schema.log());
     assert!(
-        schema.output().contains("schema applied"),
-        "{}",
-        schema.output()
-    );
-    assert!(
-        schema.output().contains("sslmode=verify-full"),
+        schema.log().contains("sslmode=verify-full"),
         "the logged DSN shows the TLS mode: {}",
-        schema.output()
+        schema.log()
     );
 
     let (slot, topic) = (unique_name("sec_slot"), unique_name("sec_topic"));
@@ -363,16 +237,18 @@ fn tls_and_sasl_end_to_end_with_no_secret_in_any_log() {
         kafka,
         &kafka_password,
     );
-    let mut source = Walcast::spawn(
+    let mut source = spawn_walcast(
         dir.path(),
         "source",
         &["source", "--config", source_cfg.to_str().unwrap()],
         &[("WALCAST_POSTGRES__DSN", &write_dsn)],
     );
     assert!(
-        source.wait_log("source streaming", Duration::from_secs(90)),
+        source
+            .wait_for_log("source streaming", Duration::from_secs(90))
+            .is_ok(),
         "source did not start:\n{}",
-        source.output()
+        source.log()
     );
 
     let targets = [
@@ -380,7 +256,7 @@ fn tls_and_sasl_end_to_end_with_no_secret_in_any_log() {
         ("read_b", secure_dsn(&pg, &read_b, PG_USER, &pg_password)),
     ];
     let sink_cfg = sink_config(dir.path(), "sink", &topic, &targets, kafka, &kafka_password);
-    let mut sink = Walcast::spawn(
+    let mut sink = spawn_walcast(
         dir.path(),
         "sink",
         &["sink", "--config", sink_cfg.to_str().unwrap()],
@@ -394,8 +270,8 @@ fn tls_and_sasl_end_to_end_with_no_secret_in_any_log() {
             got,
             20,
             "{db}: rows missing.\nsource:\n{}\nsink:\n{}",
-            source.output(),
-            sink.output()
+            source.log(),
+            sink.log()
         );
     }
     // The connections really are TLS: every walcast backend on the cluster uses SSL.
@@ -419,10 +295,10 @@ fn tls_and_sasl_end_to_end_with_no_secret_in_any_log() {
         "source and sink over TLS: {tls}"
     );
 
-    source.stop();
-    sink.stop();
-    logs.push(("source", source.output()));
-    logs.push(("sink", sink.output()));
+    source.terminate(Duration::from_secs(20));
+    sink.terminate(Duration::from_secs(20));
+    logs.push(("source", source.log()));
+    logs.push(("sink", sink.log()));
     assert!(
         logs.iter().any(|(_, l)| l.contains("\"level\":\"DEBUG\"")),
         "debug logging was on"
@@ -444,11 +320,7 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
     pg.create_database(&read_db).unwrap();
     let good_dsn = secure_dsn(&pg, &write_db, PG_USER, &pg_password);
     let schema = schema_apply(dir.path(), "schema-ok", "write", &good_dsn);
-    assert!(
-        schema.output().contains("schema applied"),
-        "{}",
-        schema.output()
-    );
+    assert!(schema.log().contains("schema applied"), "{}", schema.log());
 
     let wrong_pg = secret("pgwrong");
     let wrong_sasl = secret("saslwrong");
@@ -460,12 +332,12 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
     assert!(!schema.wait_exit(Duration::ZERO).unwrap().success());
     assert!(
         schema
-            .output()
+            .log()
             .contains("password authentication failed for user \\\"walcast_app\\\""),
         "{}",
-        schema.output()
+        schema.log()
     );
-    logs.push(("schema-bad", schema.output()));
+    logs.push(("schema-bad", schema.log()));
 
     let topic = unique_name("wrong_topic");
     let source_cfg = source_config(
@@ -477,7 +349,7 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         kafka,
         &secret("unused"),
     );
-    let mut source = Walcast::spawn(
+    let mut source = spawn_walcast(
         dir.path(),
         "source-bad-pg",
         &["source", "--config", source_cfg.to_str().unwrap()],
@@ -487,14 +359,14 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
     assert!(
         status.is_some_and(|s| !s.success()),
         "a wrong password must stop the source: {}",
-        source.output()
+        source.log()
     );
     assert!(
-        source.output().contains("password authentication failed"),
+        source.log().contains("password authentication failed"),
         "{}",
-        source.output()
+        source.log()
     );
-    logs.push(("source-bad-pg", source.output()));
+    logs.push(("source-bad-pg", source.log()));
 
     let bad_target = [("read", secure_dsn(&pg, &read_db, PG_USER, &wrong_pg))];
     let kafka_password = kafka
@@ -513,14 +385,15 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         &kafka_password,
     );
     // A misconfigured target does not stop the sink (the other targets keep flowing, see
-    // tests/hostile.rs): it is retried slowly and named with the cause and the fix.
-    let sink = Walcast::spawn(
+    // the hostile tests): it is retried slowly and named with the cause and the fix.
+    let sink = spawn_walcast(
         dir.path(),
         "sink-bad-pg",
         &["sink", "--config", sink_cfg.to_str().unwrap()],
         &[],
     );
-    let out = sink.stop_once_named(
+    let out = stop_once_named(
+        sink,
         "password authentication failed",
         "fix user/password in the target's dsn",
     );
@@ -536,13 +409,14 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         kafka,
         &wrong_sasl,
     );
-    let source = Walcast::spawn(
+    let source = spawn_walcast(
         dir.path(),
         "source-bad-sasl",
         &["source", "--config", source_cfg.to_str().unwrap()],
         &[("WALCAST_POSTGRES__DSN", &good_dsn)],
     );
-    let out = source.stop_once_named(
+    let out = stop_once_named(
+        source,
         "invalid credentials",
         "check sasl.username, sasl.password and sasl.mechanism",
     );
@@ -557,13 +431,14 @@ fn wrong_passwords_fail_with_the_cause_and_are_never_logged() {
         kafka,
         &wrong_sasl,
     );
-    let sink = Walcast::spawn(
+    let sink = spawn_walcast(
         dir.path(),
         "sink-bad-sasl",
         &["sink", "--config", sink_cfg.to_str().unwrap()],
         &[],
     );
-    let out = sink.stop_once_named(
+    let out = stop_once_named(
+        sink,
         "invalid credentials",
         "check sasl.username, sasl.password and sasl.mechanism",
     );
@@ -635,7 +510,7 @@ fn a_least_privilege_replication_role_streams_the_outbox() {
         kafka,
         &kafka_password,
     );
-    let mut source = Walcast::spawn(
+    let mut source = spawn_walcast(
         dir.path(),
         "source-lp",
         &["source", "--config", source_cfg.to_str().unwrap()],
@@ -645,37 +520,34 @@ fn a_least_privilege_replication_role_streams_the_outbox() {
         )],
     );
     assert!(
-        source.wait_log("source streaming", Duration::from_secs(90)),
+        source
+            .wait_for_log("source streaming", Duration::from_secs(90))
+            .is_ok(),
         "the least-privilege role must be enough to stream:\n{}",
-        source.output()
+        source.log()
     );
     insert_products(&pg, &write_db, "LP", 5);
     // The slot advances past the inserts: the source read them and the broker acknowledged them.
     let target_lsn = pg.psql(&write_db, "SELECT pg_current_wal_lsn()").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let confirmed = pg
-            .psql(
-                &write_db,
-                &format!(
-                    "SELECT confirmed_flush_lsn >= '{target_lsn}'::pg_lsn \
-                     FROM pg_replication_slots WHERE slot_name = '{slot}'"
-                ),
-            )
-            .unwrap();
-        if confirmed == "t" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slot was not confirmed past {target_lsn}:\n{}",
-            source.output()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    source.stop();
+    let confirmed = wait_until("the slot confirmed", Duration::from_secs(60), || {
+        pg.psql(
+            &write_db,
+            &format!(
+                "SELECT confirmed_flush_lsn >= '{target_lsn}'::pg_lsn \
+                 FROM pg_replication_slots WHERE slot_name = '{slot}'"
+            ),
+        )
+        .unwrap()
+            == "t"
+    });
+    assert!(
+        confirmed.is_ok(),
+        "the slot was not confirmed past {target_lsn}:\n{}",
+        source.log()
+    );
+    source.terminate(Duration::from_secs(20));
     assert_no_secret(
-        &[("source-lp", source.output())],
+        &[("source-lp", source.log())],
         &[&role_password, &kafka_password],
     );
 }
@@ -689,28 +561,9 @@ fn walcast_schema_sql() -> &'static str {
 fn admin_endpoints_bind_loopback_by_default() {
     let dir = tempfile::tempdir().unwrap();
     // The shipped files without their [admin] sections: the defaults apply.
-    let strip_admin = |text: &str| {
-        let mut out = String::new();
-        let mut skip = false;
-        for line in text.lines() {
-            if line.starts_with('[') {
-                skip = line == "[admin]";
-            }
-            if !skip {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
-    };
-    let source = dir.path().join("source.toml");
-    std::fs::write(
-        &source,
-        strip_admin(
-            &std::fs::read_to_string(repo().join("connectors/catalog-outbox-source.toml")).unwrap(),
-        ),
-    )
-    .unwrap();
+    let mut file = ConnectorFile::shipped(SOURCE_FILE).unwrap();
+    assert!(file.remove(&["admin"]));
+    let source = file.write(&dir.path().join("source.toml")).unwrap();
     let config = walcast_source::SourceConfig::load(&source).unwrap();
     assert!(
         config.admin.listen.ip().is_loopback(),
@@ -719,20 +572,18 @@ fn admin_endpoints_bind_loopback_by_default() {
     );
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9464");
 
-    let sink = dir.path().join("sink.toml");
-    let text = strip_admin(
-        &std::fs::read_to_string(repo().join("connectors/catalog-read-sink.toml")).unwrap(),
-    )
-    .replace(
-        "\"../sql/read.sql\"",
-        &toml_str(&repo().join("sql/read.sql").display().to_string()),
+    let mut file = ConnectorFile::shipped(SINK_FILE).unwrap();
+    assert!(file.remove(&["admin"]));
+    file.set(
+        &["schema", "files"],
+        TomlValue::from_iter([repo_root().join("sql/read.sql").display().to_string()]),
     );
-    std::fs::write(&sink, text).unwrap();
+    let sink = file.write(&dir.path().join("sink.toml")).unwrap();
     let config = walcast_sink::SinkConfig::load(&sink).unwrap();
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9465");
 
     // The app's write and query APIs, and what `walcast status` asks by default.
-    let help = Command::new(env!("CARGO_BIN_EXE_walcast"))
+    let help = Command::new(WALCAST)
         .args(["app", "--help"])
         .output()
         .unwrap();

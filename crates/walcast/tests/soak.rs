@@ -11,27 +11,16 @@
 //!
 //! ```text
 //! WALCAST_SOAK_SECS=1800 WALCAST_SOAK_RATE=1000 \
-//!   cargo test --release -p walcast --test soak -- --nocapture
+//!   cargo test --release -p walcast --test main soak:: -- --nocapture
 //! ```
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod e2e;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use e2e::load::{self, Counters, LoadSpec};
-use e2e::measure::{self, Sample, Seen, mib};
-use e2e::{Stack, StackOptions, verify};
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use crate::support::stack::load::{self, Counters, LoadSpec};
+use crate::support::stack::measure::{self, Sample, Seen, mib};
+use crate::support::stack::{ONE_STACK_AT_A_TIME, Stack, StackOptions, env_or, verify};
 
 /// The largest value of `f` over samples whose time lies in `[from, to)` of the run.
 fn peak(samples: &[Sample], from: f64, to: f64, f: impl Fn(&Sample) -> Option<u64>) -> u64 {
@@ -49,6 +38,7 @@ fn peak(samples: &[Sample], from: f64, to: f64, f: impl Fn(&Sample) -> Option<u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
+    let _alone = ONE_STACK_AT_A_TIME.lock().await;
     let secs: u64 = env_or("WALCAST_SOAK_SECS", 300);
     let rate: f64 = env_or("WALCAST_SOAK_RATE", 200.0);
     let interval = Duration::from_secs(env_or("WALCAST_SOAK_INTERVAL_SECS", 30));

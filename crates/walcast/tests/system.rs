@@ -3,26 +3,14 @@
 //! HTTP API, checked on the read DB and all three replicas, then stopped by
 //! `scripts/stop-system.sh` with no process left behind.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{WALCAST, free_port};
 
 struct System {
     state: tempfile::TempDir,
@@ -60,7 +48,7 @@ impl System {
             .map(|(n, p)| (n.to_string(), p.to_string()))
             .collect();
         env.push(("WALCAST_STATE".into(), state.path().display().to_string()));
-        env.push(("WALCAST_BIN".into(), env!("CARGO_BIN_EXE_walcast").into()));
+        env.push(("WALCAST_BIN".into(), WALCAST.into()));
         System {
             state,
             env,
@@ -73,10 +61,10 @@ impl System {
 
     fn script(&self, name: &str, args: &[&str]) -> std::process::Output {
         let out = Command::new("bash")
-            .arg(repo().join("scripts").join(name))
+            .arg(walcast_testkit::repo_root().join("scripts").join(name))
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(repo())
+            .current_dir(walcast_testkit::repo_root())
             .output()
             .unwrap();
         if !out.status.success() {
@@ -136,7 +124,7 @@ impl Drop for System {
     fn drop(&mut self) {
         // Also after a failed assertion: never leave the system running.
         let _ = Command::new("bash")
-            .arg(repo().join("scripts/stop-system.sh"))
+            .arg(walcast_testkit::repo_root().join("scripts/stop-system.sh"))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output();
     }
@@ -225,6 +213,7 @@ fn dechunk_joins_a_character_split_across_chunks() {
 
 #[test]
 fn start_system_drive_the_api_and_see_every_replica_follow_then_stop() {
+    let _alone = crate::support::stack::ONE_STACK_AT_A_TIME.blocking_lock();
     let sys = System::new();
     let started = sys.script("start-system.sh", &[]);
     let printed = String::from_utf8_lossy(&started.stdout);
@@ -353,7 +342,7 @@ fn start_system_drive_the_api_and_see_every_replica_follow_then_stop() {
     );
 
     // `walcast status` sees every part ready and every target up.
-    let status = Command::new(env!("CARGO_BIN_EXE_walcast"))
+    let status = Command::new(WALCAST)
         .arg("status")
         .args(["--source", &format!("127.0.0.1:{}", sys.admin_ports.0)])
         .args(["--sink", &format!("127.0.0.1:{}", sys.admin_ports.1)])

@@ -3,14 +3,13 @@
 //! slot advancing, a second run continuing where the first stopped, and a
 //! failed connection named on stderr.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::Command;
+use walcast_pgoutput::Lsn;
 use walcast_testkit::{Postgres, unique_name};
 
 /// Any run that takes longer is stuck (e.g. waiting for changes that never come).
@@ -29,6 +28,12 @@ const KEYS: [&str; 10] = [
     "old",
     "unchanged_toast",
 ];
+
+/// An LSN as printed by Postgres or `wal tail` (`X/X`).
+fn lsn(text: &str) -> Lsn {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not an LSN: {e}"))
+}
 
 /// One cluster for this binary; every test has its own database, slot and publication.
 fn pg() -> &'static Postgres {
@@ -70,16 +75,18 @@ impl Db {
         pg().psql(&self.name, sql).unwrap()
     }
 
-    /// The slot's `confirmed_flush_lsn` as Postgres compares it (`pg_lsn`).
-    fn confirmed_flush(&self) -> String {
-        self.sql(&format!(
+    /// The slot's `confirmed_flush_lsn`.
+    fn confirmed_flush(&self) -> Lsn {
+        let text = self.sql(&format!(
             "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{}'",
             self.slot
-        ))
-    }
-
-    fn lsn_lt(&self, a: &str, b: &str) -> bool {
-        self.sql(&format!("SELECT '{a}'::pg_lsn < '{b}'::pg_lsn")) == "t"
+        ));
+        assert!(
+            !text.is_empty(),
+            "no slot {} (--create makes it)",
+            self.slot
+        );
+        lsn(&text)
     }
 
     /// `wal tail --create --table public.t --max-changes N`: the printed changes.
@@ -137,7 +144,7 @@ async fn prints_typed_changes_confirms_them_and_the_next_run_continues() {
     // Creates publication and slot; nothing to print yet.
     assert!(db.tail(0).await.is_empty());
     let start = db.confirmed_flush();
-    assert!(!start.is_empty(), "--create made the slot");
+    assert!(!start.is_zero(), "--create made the slot");
 
     db.sql(
         "INSERT INTO t VALUES (1, 'lamp', 12.30, true, '{\"a\": [1, 2]}', \
@@ -196,12 +203,15 @@ async fn prints_typed_changes_confirms_them_and_the_next_run_continues() {
             line["lsn"].as_str().unwrap(),
             line["commit_lsn"].as_str().unwrap(),
         );
-        assert!(db.lsn_lt(lsn, commit), "change before its commit: {line}");
+        assert!(
+            self::lsn(lsn) < self::lsn(commit),
+            "change before its commit: {line}"
+        );
     }
     // Both transactions were complete: the slot moved past the second commit.
     let after_first = db.confirmed_flush();
-    assert!(db.lsn_lt(&start, &after_first));
-    assert!(!db.lsn_lt(&after_first, first[1]["commit_lsn"].as_str().unwrap()));
+    assert!(start < after_first);
+    assert!(after_first >= lsn(first[1]["commit_lsn"].as_str().unwrap()));
 
     // The next run starts after them: the update and delete, nothing repeated.
     let second = db.tail(2).await;
@@ -214,11 +224,8 @@ async fn prints_typed_changes_confirms_them_and_the_next_run_continues() {
         second[0]["commit_lsn"], second[1]["commit_lsn"],
         "one transaction"
     );
-    assert!(db.lsn_lt(
-        first[1]["lsn"].as_str().unwrap(),
-        second[0]["lsn"].as_str().unwrap()
-    ));
-    assert!(db.lsn_lt(&after_first, &db.confirmed_flush()));
+    assert!(lsn(first[1]["lsn"].as_str().unwrap()) < lsn(second[0]["lsn"].as_str().unwrap()));
+    assert!(after_first < db.confirmed_flush());
 }
 
 #[tokio::test]

@@ -5,10 +5,8 @@
 
 pub mod http;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::sync::oneshot;
@@ -77,18 +75,4 @@ impl Drop for Server {
     }
 }
 
-/// Polls `check` until it returns true, failing the test after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use walcast_testkit::wait_until_async;

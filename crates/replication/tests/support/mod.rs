@@ -4,9 +4,8 @@
 
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walcast_config::Backoff;
 use walcast_postgres::{Dsn, connect_sql};
@@ -110,10 +109,11 @@ impl TestDb {
     /// Drops the slot once nobody uses it (frees one of the cluster's few slots).
     pub async fn drop_slot(&self) {
         let slot = self.slot.clone();
-        let dropped = wait_until(Duration::from_secs(20), || async {
+        let dropped = wait_until_async("the slot released", Duration::from_secs(20), || async {
             self.slot_active_pid().await.is_none()
         })
-        .await;
+        .await
+        .is_ok();
         if dropped {
             self.exec(&format!(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}'"
@@ -131,23 +131,7 @@ pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     }
 }
 
-/// Polls `cond` until it holds or `limit` passes; returns whether it held.
-pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use walcast_testkit::wait_until_async;
 
 /// The next event within `limit`.
 pub async fn next_event(stream: &mut ChangeStream, limit: Duration) -> Event {

@@ -8,10 +8,9 @@ pub mod kafka;
 pub mod load;
 pub mod verify;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -43,23 +42,7 @@ pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     }
 }
 
-/// Polls `cond` until it holds or `limit` passes; returns whether it held.
-pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use walcast_testkit::wait_until_async;
 
 /// A database of its own, with slot, publication and topic names reserved for it.
 #[derive(Debug, Clone)]
@@ -153,6 +136,15 @@ impl TestDb {
         self.query_text(&sql).await.as_deref() == Some("true")
     }
 
+    /// Whether a source streams from the slot within `limit`.
+    pub async fn streams_within(&self, limit: Duration) -> bool {
+        wait_until_async("the source streaming from the slot", limit, || async {
+            self.slot_active().await
+        })
+        .await
+        .is_ok()
+    }
+
     pub async fn current_lsn(&self) -> Lsn {
         self.query_text("SELECT pg_current_wal_lsn()::text")
             .await
@@ -185,10 +177,11 @@ impl TestDb {
 
     /// Drops the slot once nobody streams from it (frees one of the cluster's slots).
     pub async fn drop_slot(&self) {
-        let gone = wait_until(Duration::from_secs(30), || async {
+        let gone = wait_until_async("the slot released", Duration::from_secs(30), || async {
             !self.slot_active().await
         })
-        .await;
+        .await
+        .is_ok();
         if gone {
             self.exec(&format!(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{}'",
@@ -330,79 +323,6 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// The source as a child process (`walcast-source`), so it can be killed with SIGKILL.
-#[derive(Debug)]
-pub struct ChildSource {
-    child: std::process::Child,
-    pub log: PathBuf,
-}
-
-impl ChildSource {
-    pub fn spawn(config: &Path, log: &Path) -> ChildSource {
-        let out = ok(std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log));
-        let err = ok(out.try_clone());
-        let child = ok(
-            std::process::Command::new(env!("CARGO_BIN_EXE_walcast-source"))
-                .arg("--config")
-                .arg(config)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("WALCAST_TEST_SOURCE_LOG")
-                        .unwrap_or_else(|_| "info,librdkafka=warn".into()),
-                )
-                .stdout(out)
-                .stderr(err)
-                .spawn(),
-        );
-        ChildSource {
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `kill -9`.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then the exit status (within `limit`).
-    pub async fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(4000);
-        text[text.ceil_char_boundary(start)..].to_owned()
-    }
-}
-
-impl Drop for ChildSource {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Runs blocking work (rdkafka's blocking consumer, the kit's process control) off the

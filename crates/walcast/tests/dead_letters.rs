@@ -1,41 +1,30 @@
 //! `walcast dlq discard` against a real Postgres target: it releases a key held behind a dead
 //! letter, applies what waited, and explains when nothing matches.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use walcast_testkit::{Postgres, unique_name};
+use walcast_testkit::{ConnectorFile, Postgres, SINK_FILE, TomlValue, repo_root, unique_name};
+
+use crate::support::WALCAST;
 
 const PRODUCT: &str = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
 const DEAD: &str = "0b6c5f1e-8f3a-4c1e-9d2a-1b2c3d4e5f60";
 const WAITING: &str = "1c7d6a2f-9a4b-4d2f-8e3b-2c3d4e5f6071";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// The shipped sink file with `replica-2` pointing at `dsn` (discard needs no broker).
 fn config(dir: &Path, dsn: &str) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("connectors/catalog-read-sink.toml")).unwrap();
-    let old =
-        "[targets.replica-2]\ndsn = \"host=127.0.0.1 port=5434 user=postgres dbname=catalog_read\"";
-    assert!(text.contains(old));
-    let read_sql = repo().join("sql/read.sql").canonicalize().unwrap();
-    let text = text
-        .replace(old, &format!("[targets.replica-2]\ndsn = {dsn:?}"))
-        .replace(
-            "files = [\"../sql/read.sql\"]",
-            &format!("files = [{:?}]", read_sql.display().to_string()),
-        );
-    let path = dir.join("sink.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let read_sql = repo_root().join("sql/read.sql").canonicalize().unwrap();
+    let mut file = ConnectorFile::shipped(SINK_FILE).unwrap();
+    file.set(&["targets", "replica-2", "dsn"], dsn).set(
+        &["schema", "files"],
+        TomlValue::from_iter([read_sql.display().to_string()]),
+    );
+    file.write(&dir.join("sink.toml")).unwrap()
 }
 
 fn discard(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_walcast"))
+    let out = Command::new(WALCAST)
         .args(["dlq", "discard", "--config"])
         .arg(config)
         .args(["--target", "replica-2"])
@@ -53,7 +42,7 @@ fn discard_releases_the_held_key_and_applies_what_waited() {
     let pg = Postgres::start().unwrap();
     let db = unique_name("cr");
     pg.create_database(&db).unwrap();
-    let schema = std::fs::read_to_string(repo().join("sql/read.sql")).unwrap();
+    let schema = std::fs::read_to_string(repo_root().join("sql/read.sql")).unwrap();
     pg.psql(&db, &schema).unwrap();
     // What a sink leaves when replica-2 refused the product's v2: the row at v1, the dead
     // letter holding the key, and v3 (a price change) waiting behind it.

@@ -1,15 +1,16 @@
-//! `kill -9` of the source at random points during a load: nothing is lost, and only what
-//! the slot had not confirmed at the kill is produced again.
+//! `kill -9` of `walcast source` at random points during a load: nothing is lost, and only
+//! what the slot had not confirmed at the kill is produced again.
 
 use std::time::Duration;
 
 use walcast_pgoutput::Lsn;
 use walcast_source::record;
 
-use crate::support::kafka::{TopicReader, high_watermarks};
-use crate::support::load::{self, Load, Rng};
-use crate::support::verify;
-use crate::support::{ChildSource, TestDb, config_file, ok, shared_kafka, wait_until};
+use crate::support::source::kafka::{TopicReader, high_watermarks};
+use crate::support::source::load::{self, Load, Rng};
+use crate::support::source::verify;
+use crate::support::source::{TestDb, config_file, ok, shared_kafka, wait_until_async};
+use crate::support::walcast;
 
 /// What was true right after one kill: the slot's position and the end of each partition.
 struct Kill {
@@ -25,10 +26,18 @@ async fn kill_9_five_times_during_a_50k_load_loses_nothing() {
     db.prepare().await;
     let dir = ok(tempfile::tempdir());
     let path = config_file(dir.path(), &db, &brokers, "", "");
-    let log = dir.path().join("source.log");
-    let mut child = ChildSource::spawn(&path, &log);
-    let streaming = wait_until(Duration::from_secs(60), || async { db.slot_active().await }).await;
-    assert!(streaming, "source did not start: {}", child.log_tail());
+    let log_filter =
+        std::env::var("WALCAST_TEST_SOURCE_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into());
+    let mut child = walcast(
+        "source",
+        &["source", "--config", path.to_str().unwrap()],
+        dir.path(),
+    )
+    .env("RUST_LOG", log_filter)
+    .start()
+    .unwrap();
+    let streaming = db.streams_within(Duration::from_secs(60)).await;
+    assert!(streaming, "source did not start: {}", child.log_tail(4000));
 
     let load = Load {
         pause: Some(Duration::from_millis(250)),
@@ -44,17 +53,18 @@ async fn kill_9_five_times_during_a_50k_load_loses_nothing() {
         // A random moment: what it interrupts (reading, producing, confirming) is up to chance.
         tokio::time::sleep(Duration::from_millis(rng.range(800, 3500) as u64)).await;
         child.kill();
-        let released = wait_until(Duration::from_secs(30), || async {
+        let released = wait_until_async("the slot released", Duration::from_secs(30), || async {
             !db.slot_active().await
         })
-        .await;
+        .await
+        .is_ok();
         assert!(released, "kill {k}: the walsender kept the slot");
         let confirmed = db.slot_confirmed().await;
         let (b, t) = (brokers.clone(), db.topic.clone());
         let ends = ok(tokio::task::spawn_blocking(move || stable_ends(&b, &t)).await);
         eprintln!("kill {k}: slot confirmed {confirmed}, partition ends {ends:?}");
         kills.push(Kill { confirmed, ends });
-        child = ChildSource::spawn(&path, &log);
+        child.restart().unwrap();
     }
     let txns = ok(writer.await);
     let rows = db.outbox().await;
@@ -83,15 +93,15 @@ async fn kill_9_five_times_during_a_50k_load_loses_nothing() {
         all,
         "only {} ids arrived; log:\n{}",
         reader.distinct(),
-        child.log_tail()
+        child.log_tail(4000)
     );
 
     // Graceful stop: exit 0, everything confirmed.
-    let status = child.terminate(Duration::from_secs(60)).await;
+    let status = tokio::task::block_in_place(|| child.terminate(Duration::from_secs(60)));
     assert!(
         status.is_some_and(|s| s.success()),
         "exit status {status:?}; log:\n{}",
-        child.log_tail()
+        child.log_tail(4000)
     );
     reader = ok(tokio::task::spawn_blocking(move || {
         reader.read_to_end(Duration::from_secs(60));

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::{Stack, connect, rss_kib};
+use super::{Stack, connect, rss_kib, service_rss_kib};
 
 /// Per event: (leader commit, seconds since the epoch; latency to the last target, ms).
 /// Events not yet on every target are left out; the count is returned beside.
@@ -139,9 +139,9 @@ impl Sample {
             at,
             written,
             slot_lag: stack.slot_lag_bytes().await,
-            rss_source: stack.source.rss_kib(),
-            rss_sink: stack.sink.rss_kib(),
-            rss_app: stack.app.as_ref().and_then(|a| a.rss_kib()),
+            rss_source: service_rss_kib(&stack.source),
+            rss_sink: service_rss_kib(&stack.sink),
+            rss_app: stack.app.as_ref().and_then(service_rss_kib),
             rss_kafka: kafka_pid(stack).and_then(rss_kib),
             rows: bookkeeping_rows(stack).await,
         }

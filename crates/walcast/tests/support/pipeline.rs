@@ -1,21 +1,25 @@
-//! Helpers of `hostile.rs`: one Postgres cluster for the binary, the kit's shared broker,
-//! `walcast` child processes with captured stderr, connector files derived from the shipped
+//! One Postgres cluster for the binary (each test has its own databases), the kit's shared
+//! broker, `walcast` child processes with their logs, connector files derived from the shipped
 //! ones, and a topic reader.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::ExitStatus;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use walcast_testkit::{Kafka, Postgres, unique_name};
+use serde_json::{Value, json};
+use walcast_testkit::{
+    ConnectorFile, Kafka, Postgres, SINK_FILE, SOURCE_FILE, Service, TomlValue, repo_root,
+    unique_name, wait_until,
+};
+
+use super::walcast;
 
 /// The write schema (products + outbox_messages).
 pub const WRITE_SQL: &str = include_str!("../../../../sql/write.sql");
@@ -61,14 +65,6 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -81,20 +77,6 @@ pub fn pid(n: u32) -> String {
 /// Event id number `n`.
 pub fn eid(n: u32) -> String {
     format!("0000000e-0000-4000-8000-{n:012}")
-}
-
-/// Polls `cond` every 100 ms until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A database of its own on [`pg`].
@@ -177,10 +159,10 @@ impl Db {
     }
 
     /// Waits until the sink stored offsets past `n` records of a one-partition topic.
-    pub fn wait_offsets(&self, n: i64, limit: Duration, sink: &Proc) {
-        let reached = wait_until(limit, || self.stored_offsets() >= n);
+    pub fn wait_offsets(&self, n: i64, limit: Duration, sink: &Service) {
+        let reached = wait_until("the stored offsets", limit, || self.stored_offsets() >= n);
         assert!(
-            reached,
+            reached.is_ok(),
             "{}: stored offsets {} of {n}\nsink log:\n{}",
             self.name,
             self.stored_offsets(),
@@ -215,228 +197,122 @@ impl Names {
     }
 }
 
-/// A `walcast` child process; stderr is collected line by line. Killed on drop.
-pub struct Proc {
-    name: &'static str,
-    child: Child,
-    log: Arc<Mutex<String>>,
+/// Where the `walcast` children of this binary write their logs (one file per start).
+fn logs() -> &'static Path {
+    static LOGS: OnceLock<PathBuf> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("walcast-pipeline-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        // The kit's sweep removes it once this process is gone.
+        std::fs::write(dir.join("owner.pid"), std::process::id().to_string()).unwrap();
+        dir
+    })
 }
 
-impl Proc {
-    pub fn spawn(name: &'static str, args: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast"));
-        cmd.args(args)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .env_remove("WALCAST_LOG_JSON")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn walcast");
-        let stderr = child.stderr.take().unwrap();
-        let log: Arc<Mutex<String>> = Arc::default();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap_or_else(|p| p.into_inner());
-                l.push_str(&strip_ansi(&line));
-                l.push('\n');
-            }
-        });
-        Proc { name, child, log }
+/// `walcast ARGS` as a child process, its output in a log file of its own. Killed on drop.
+pub fn spawn(name: &str, args: &[&str]) -> Service {
+    walcast(&unique_name(name), args, logs())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .env_remove("WALCAST_LOG_JSON")
+        .start()
+        .unwrap()
+}
+
+/// `walcast source --config cfg`, once it logs that it streams (within 90 s).
+pub fn streaming_source(cfg: &Path) -> Service {
+    let source = spawn("source", &["source", "--config", path_str(cfg)]);
+    source.expect_log("source streaming", Duration::from_secs(90));
+    source
+}
+
+/// What the tests ask of a `walcast` child beyond the kit's [`Service`].
+pub trait Child {
+    /// Waits until its log contains `needle`; panics with the log after `limit`.
+    fn expect_log(&self, needle: &str, limit: Duration);
+    /// Waits for it to exit on its own; panics with the log after `limit`.
+    fn exited(&mut self, limit: Duration) -> ExitStatus;
+    /// SIGTERM, then SIGKILL if it has not exited within 30 s; whether it exited with success.
+    fn stop(&mut self) -> bool;
+}
+
+impl Child for Service {
+    fn expect_log(&self, needle: &str, limit: Duration) {
+        if let Err(e) = self.wait_for_log(needle, limit) {
+            panic!("{e}");
+        }
     }
 
-    /// `walcast source --config cfg`, once it logs that it streams (within 90 s).
-    pub fn streaming_source(cfg: &Path) -> Proc {
-        let mut source = Proc::spawn("source", &["source", "--config", path_str(cfg)]);
-        source.wait_for_log("source streaming", Duration::from_secs(90));
-        source
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits until stderr contains `needle`; panics with the log after `limit`.
-    pub fn wait_for_log(&mut self, needle: &str, limit: Duration) {
-        let found = wait_until(limit, || self.log().contains(needle));
-        assert!(
-            found,
-            "{} did not log {needle:?} within {limit:?}:\n{}",
-            self.name,
-            self.log()
-        );
-    }
-
-    /// Waits for the process to exit on its own; panics with the log after `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let mut status = None;
-        wait_until(limit, || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        // Let the reader thread drain the pipe.
-        std::thread::sleep(Duration::from_millis(200));
-        status.unwrap_or_else(|| {
+    fn exited(&mut self, limit: Duration) -> ExitStatus {
+        self.wait_exit(limit).unwrap_or_else(|| {
             panic!(
                 "{} still running after {limit:?}:\n{}",
-                self.name,
+                self.name(),
                 self.log()
             )
         })
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within 30 s.
-    pub fn stop(&mut self) -> ExitStatus {
-        if let Ok(Some(s)) = self.child.try_wait() {
-            return s;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let mut status = None;
-        wait_until(Duration::from_secs(30), || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        std::thread::sleep(Duration::from_millis(200));
-        status.unwrap_or_else(|| {
-            let _ = self.child.kill();
-            self.child.wait().unwrap()
-        })
+    fn stop(&mut self) -> bool {
+        self.terminate(Duration::from_secs(30))
+            .is_some_and(|s| s.success())
     }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn replace_once(text: &mut String, from: &str, to: &str) {
-    assert!(text.contains(from), "the shipped config has no {from:?}");
-    *text = text.replacen(from, to, 1);
 }
 
 /// The shipped source file with this test's database, slot, publication, broker and topic
-/// (one partition), extra `(from, to)` replacements applied last.
-pub fn source_config(dir: &Path, db: &Db, names: &Names, extra: &[(&str, &str)]) -> PathBuf {
+/// (one partition), then `extra` keys set.
+pub fn source_config(
+    dir: &Path,
+    db: &Db,
+    names: &Names,
+    extra: &[(&[&str], TomlValue)],
+) -> PathBuf {
     source_config_dsn(dir, &db.dsn(), names, extra)
 }
 
-pub fn source_config_dsn(dir: &Path, dsn: &str, names: &Names, extra: &[(&str, &str)]) -> PathBuf {
-    let shipped = repo_root().join("connectors/catalog-outbox-source.toml");
-    let mut text = std::fs::read_to_string(shipped).unwrap();
-    for (from, to) in [
-        (
-            "dsn = \"host=127.0.0.1 port=5432 user=postgres dbname=catalog_write\"".to_owned(),
-            format!("dsn = {dsn:?}"),
-        ),
-        (
-            "slot = \"walcast_catalog_outbox\"".to_owned(),
-            format!("slot = {:?}", names.slot),
-        ),
-        (
-            "publication = \"walcast_catalog_outbox\"".to_owned(),
-            format!("publication = {:?}", names.publication),
-        ),
-        (
-            "brokers = \"127.0.0.1:19092\"".to_owned(),
-            format!("brokers = {:?}", kafka().bootstrap()),
-        ),
-        (
-            "topic = \"catalog.events\"".to_owned(),
-            format!("topic = {:?}", names.topic),
-        ),
-        ("partitions = 3".to_owned(), "partitions = 1".to_owned()),
-        (
-            "listen = \"127.0.0.1:9464\"".to_owned(),
-            "listen = \"127.0.0.1:0\"".to_owned(),
-        ),
-        (
-            "max_backoff_ms = 5000".to_owned(),
-            "max_backoff_ms = 1000".to_owned(),
-        ),
-    ] {
-        replace_once(&mut text, &from, &to);
+pub fn source_config_dsn(
+    dir: &Path,
+    dsn: &str,
+    names: &Names,
+    extra: &[(&[&str], TomlValue)],
+) -> PathBuf {
+    let mut file = ConnectorFile::shipped(SOURCE_FILE).unwrap();
+    file.set(&["postgres", "dsn"], dsn)
+        .set(&["postgres", "slot"], names.slot.as_str())
+        .set(&["postgres", "publication"], names.publication.as_str())
+        .set(&["kafka", "brokers"], kafka().bootstrap())
+        .set(&["kafka", "topic"], names.topic.as_str())
+        .set(&["kafka", "partitions"], 1)
+        .set(&["admin", "listen"], "127.0.0.1:0")
+        .set(&["retry", "max_backoff_ms"], 1000);
+    for (key, value) in extra {
+        file.set(key, value.clone());
     }
-    for (from, to) in extra {
-        replace_once(&mut text, from, to);
-    }
-    let path = dir.join(format!("{}.source.toml", names.slot));
-    std::fs::write(&path, text).unwrap();
-    path
+    file.write(&dir.join(format!("{}.source.toml", names.slot)))
+        .unwrap()
 }
 
 /// The shipped sink file with this test's broker, topic, admin port and targets.
 pub fn sink_config(dir: &Path, topic: &str, targets: &[(&str, String)], admin: u16) -> PathBuf {
-    let shipped = repo_root().join("connectors/catalog-read-sink.toml");
-    let mut text = std::fs::read_to_string(shipped).unwrap();
     let read_sql = repo_root().join("sql/read.sql").canonicalize().unwrap();
-    for (from, to) in [
-        (
-            "brokers = \"127.0.0.1:19092\"".to_owned(),
-            format!("brokers = {:?}", kafka().bootstrap()),
-        ),
-        (
-            "topic = \"catalog.events\"".to_owned(),
-            format!("topic = {topic:?}"),
-        ),
-        (
-            "listen = \"127.0.0.1:9465\"".to_owned(),
-            format!("listen = \"127.0.0.1:{admin}\""),
-        ),
-        (
-            "files = [\"../sql/read.sql\"]".to_owned(),
-            format!("files = [{:?}]", read_sql.display().to_string()),
-        ),
-        (
-            "max_backoff_ms = 5000".to_owned(),
-            "max_backoff_ms = 1000".to_owned(),
-        ),
-        (
-            "metadata_refresh_secs = 30".to_owned(),
-            "metadata_refresh_secs = 5".to_owned(),
-        ),
-    ] {
-        replace_once(&mut text, &from, &to);
+    let mut file = ConnectorFile::shipped(SINK_FILE).unwrap();
+    file.set(&["kafka", "brokers"], kafka().bootstrap())
+        .set(&["kafka", "topic"], topic)
+        .set(&["kafka", "metadata_refresh_secs"], 5)
+        .set(&["admin", "listen"], format!("127.0.0.1:{admin}"))
+        .set(
+            &["schema", "files"],
+            TomlValue::from_iter([read_sql.display().to_string()]),
+        )
+        .set(&["retry", "max_backoff_ms"], 1000);
+    file.remove(&["targets"]);
+    for (name, dsn) in targets {
+        file.set(&["targets", name, "dsn"], dsn.as_str());
     }
-    let start = text.find("[targets.catalog_read]").unwrap();
-    let end = text.find("# Where the envelope lives").unwrap();
-    let mine: String = targets
-        .iter()
-        .map(|(name, dsn)| format!("[targets.{name}]\ndsn = {dsn:?}\n\n"))
-        .collect();
-    text.replace_range(start..end, &mine);
-    let path = dir.join(format!("{topic}.sink.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    file.write(&dir.join(format!("{topic}.sink.toml"))).unwrap()
 }
 
 /// One record as read back.
@@ -606,4 +482,55 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+pub fn created(product: &str, sku: &str, name: &str, description: &str, price: &str) -> Value {
+    json!({"productId": product, "sku": sku, "name": name, "description": description,
+           "price": price, "currency": "EUR", "isActive": true, "version": 1})
+}
+
+pub fn product_events(
+    range: std::ops::Range<u32>,
+    name: impl Fn(u32) -> String,
+) -> Vec<(String, String, &'static str, String)> {
+    range
+        .map(|n| {
+            let p = pid(n);
+            (
+                eid(n),
+                p.clone(),
+                "ProductCreated",
+                created(&p, &format!("SKU-{n}"), &name(n), "d", "1.00").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A write database with the outbox, its publication and slot created by the superuser, so
+/// a source connecting with another role gets as far as replication.
+pub fn prepared_write_db(prefix: &str) -> (Db, Names) {
+    let db = Db::new(prefix);
+    let names = Names::for_db(&db);
+    db.psql(WRITE_SQL);
+    db.psql(&format!(
+        "CREATE PUBLICATION {} FOR TABLE public.outbox_messages",
+        names.publication
+    ));
+    db.psql(&format!(
+        "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
+        names.slot
+    ));
+    (db, names)
+}
+
+/// `/ready` reason and the `walcast_sink_target_up` gauge of a target.
+pub fn target_state(admin: u16, target: &str) -> (String, Option<f64>) {
+    let (_, ready) = http_get(admin, "/ready");
+    let (_, metrics) = http_get(admin, "/metrics");
+    let prefix = format!("walcast_sink_target_up{{target=\"{target}\"}} ");
+    let up = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok());
+    (ready, up)
 }

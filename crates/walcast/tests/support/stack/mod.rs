@@ -17,142 +17,54 @@ pub mod verify;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
-use walcast_testkit::{Kafka, Postgres, repo_root, unique_name};
+use walcast_testkit::{Kafka, Postgres, Service, free_port, repo_root, unique_name};
 
 /// The sink's four targets, in the shipped connector's order.
 pub const TARGETS: [&str; 4] = ["catalog_read", "replica-1", "replica-2", "replica-3"];
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+/// `walcast ARGS` as a child process of the stack, with the environment `env` gives it.
+fn service(name: &str, args: Vec<String>, env: &[(&str, String, String)], logs: &Path) -> Service {
+    let mut s = Service::new(name, env!("CARGO_BIN_EXE_walcast"), logs)
+        .args(args)
+        .env("RUST_LOG", "info");
+    for (_, k, v) in env.iter().filter(|(service, ..)| *service == name) {
+        s = s.env(k, v);
+    }
+    s.start()
+        .unwrap_or_else(|e| panic!("spawning walcast {name}: {e}"))
 }
 
-/// A `walcast` child process that can be killed and started again with the same arguments.
-pub struct Service {
-    pub name: &'static str,
-    args: Vec<String>,
-    /// Extra environment (e.g. `WALCAST_PRUNE__…` overrides).
-    env: Vec<(String, String)>,
-    logs: PathBuf,
-    child: Option<Child>,
-    pub starts: u32,
+/// `Err(why)` if the service has exited on its own (or was stopped).
+pub fn check_alive(s: &mut Service) -> Result<(), String> {
+    if s.is_running() {
+        return Ok(());
+    }
+    Err(match s.exit_status() {
+        Some(status) => format!(
+            "walcast {} exited on its own ({status}); its log ends with:\n{}",
+            s.name(),
+            s.log_tail(3000)
+        ),
+        None => format!("{} is not running", s.name()),
+    })
 }
 
-impl Service {
-    fn new(name: &'static str, args: Vec<String>, logs: &Path) -> Service {
-        Service {
-            name,
-            args,
-            env: Vec::new(),
-            logs: logs.to_owned(),
-            child: None,
-            starts: 0,
-        }
-    }
-
-    pub fn start(&mut self) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        self.starts += 1;
-        let log = self.log_path(self.starts);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast"));
-        cmd.args(&self.args)
-            .env("RUST_LOG", "info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        let child = walcast_testkit::spawn_child(cmd, &log)
-            .unwrap_or_else(|e| panic!("spawning walcast {}: {e}", self.name));
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, as a crash or the OOM killer would do.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for the exit (the graceful path).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(40);
-            while std::time::Instant::now() < deadline {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again if it exited on its own; returns why it had exited.
-    pub fn revive(&mut self) -> Option<String> {
-        let why = self.check_alive().err()?;
-        self.kill();
-        self.start();
-        Some(why)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    /// `Err(why)` if the process has exited on its own.
-    pub fn check_alive(&mut self) -> Result<(), String> {
-        let Some(c) = self.child.as_mut() else {
-            return Err(format!("{} is not running", self.name));
-        };
-        match c.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!(
-                "walcast {} exited on its own ({status}); its log ends with:\n{}",
-                self.name,
-                self.log_tail(3000)
-            )),
-            Err(e) => Err(format!("{}: {e}", self.name)),
-        }
-    }
-
-    pub fn log_path(&self, start: u32) -> PathBuf {
-        self.logs.join(format!("{}-{start}.log", self.name))
-    }
-
-    pub fn log_tail(&self, bytes: usize) -> String {
-        let text = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
-        let cut = text.len().saturating_sub(bytes);
-        let cut = (cut..text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text[cut..].to_owned()
-    }
-
-    /// Every log line this service wrote, over all its starts.
-    pub fn all_logs(&self) -> String {
-        (1..=self.starts)
-            .map(|i| std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
-            .collect()
-    }
-
-    /// Resident set size in KiB, from /proc.
-    pub fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.pid()?)
-    }
+/// Starts it again if it exited on its own; returns why it had exited.
+pub fn revive(s: &mut Service) -> Option<String> {
+    let why = check_alive(s).err()?;
+    s.kill();
+    s.restart()
+        .unwrap_or_else(|e| panic!("spawning walcast {}: {e}", s.name()));
+    Some(why)
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Resident set size in KiB of a running service, from /proc.
+pub fn service_rss_kib(s: &Service) -> Option<u64> {
+    rss_kib(s.pid()?)
 }
 
 pub fn rss_kib(pid: u32) -> Option<u64> {
@@ -160,6 +72,19 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// The environment variable `key` parsed, or `default` when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A whole pipeline (or the whole local system) runs on this two-core machine one at a time:
+/// the end-to-end proofs hold a guard of this lock for their run, as when each had a test
+/// binary of its own (`.lock().await` in async tests, `.blocking_lock()` in the others).
+pub static ONE_STACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Options of a [`Stack`].
 pub struct StackOptions {
@@ -251,7 +176,11 @@ impl Stack {
 
         let topic = unique_name("e2e");
         let slot = unique_name("e2e_slot");
-        let (source_admin, sink_admin, write_port) = (free_port(), free_port(), free_port());
+        let (source_admin, sink_admin, write_port) = (
+            free_port().unwrap_or_else(|e| panic!("{e}")),
+            free_port().unwrap_or_else(|e| panic!("{e}")),
+            free_port().unwrap_or_else(|e| panic!("{e}")),
+        );
         let root = repo_root();
         let rewrite = |file: &str, pairs: &[(String, String)]| -> PathBuf {
             let mut text = std::fs::read_to_string(root.join("connectors").join(file))
@@ -323,17 +252,19 @@ impl Stack {
         let logs = dir.path().join("logs");
         std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
         let arg = |p: &Path| p.display().to_string();
-        let mut source = Service::new(
+        let source = service(
             "source",
             vec!["source".into(), "--config".into(), arg(&source_cfg)],
+            &opts.env,
             &logs,
         );
-        let mut sink = Service::new(
+        let sink = service(
             "sink",
             vec!["sink".into(), "--config".into(), arg(&sink_cfg)],
+            &opts.env,
             &logs,
         );
-        let mut app = opts.app.then(|| {
+        let app = opts.app.then(|| {
             let mut args: Vec<String> = vec![
                 "app".into(),
                 "--write-dsn".into(),
@@ -341,24 +272,17 @@ impl Stack {
                 "--write-listen".into(),
                 format!("127.0.0.1:{write_port}"),
                 "--query-listen".into(),
-                format!("127.0.0.1:{}", free_port()),
+                format!(
+                    "127.0.0.1:{}",
+                    free_port().unwrap_or_else(|e| panic!("{e}"))
+                ),
             ];
             for r in &replicas {
                 args.push("--read-dsn".into());
                 args.push(r.dsn("catalog_read"));
             }
-            Service::new("app", args, &logs)
+            service("app", args, &opts.env, &logs)
         });
-        for s in [Some(&mut source), Some(&mut sink), app.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            s.env = (opts.env.iter())
-                .filter(|(service, ..)| *service == s.name)
-                .map(|(_, k, v)| (k.clone(), v.clone()))
-                .collect();
-            s.start();
-        }
         let stack = Stack {
             dir,
             kafka,
@@ -414,7 +338,7 @@ impl Stack {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "walcast {} (port {port}) not ready within {within:?}; its log ends with:\n{}",
-                    service.name,
+                    service.name(),
                     service.log_tail(4000)
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -433,7 +357,7 @@ impl Stack {
         .into_iter()
         .flatten()
         {
-            if let Err(e) = s.check_alive() {
+            if let Err(e) = check_alive(s) {
                 out.push(e);
             }
         }

@@ -1,11 +1,11 @@
-//! Drain benchmark of the source: how fast `walcast-source` empties a backlog of outbox
+//! Drain benchmark of the source: how fast `walcast source` empties a backlog of outbox
 //! inserts in discard mode (decode + route, nothing produced) and to Kafka (produced and
 //! acknowledged), next to `pg_recvlogical` on the same backlog, with walcast's peak RSS.
 //! A program, not a timed test.
 //!
 //! ```text
-//! cargo bench -p walcast-source --bench drain
-//! WALCAST_BENCH_ROWS=20000 WALCAST_BENCH_ROUNDS=1 cargo bench -p walcast-source --bench drain
+//! cargo bench -p walcast --bench drain
+//! WALCAST_BENCH_ROWS=20000 WALCAST_BENCH_ROUNDS=1 cargo bench -p walcast --bench drain
 //! ```
 //!
 //! For each backlog shape (1 and 100 rows per transaction):
@@ -18,21 +18,21 @@
 //!    process from spawn to the last event, the median reported:
 //!    * `pg_recvlogical --plugin=pgoutput -o proto_version=1 -o publication_names=…` into
 //!      `/dev/null` until `--endpos`;
-//!    * `walcast-source --discard`: until `walcast_source_events_routed_total` (scraped from
+//!    * `walcast source --discard`: until `walcast_source_events_routed_total` (scraped from
 //!      its `/metrics`) reaches N; discard mode confirms nothing, so its slot is reused;
-//!    * `walcast-source` to the kit's Kafka: until `walcast_source_events_published_total`
+//!    * `walcast source` to the kit's Kafka: until `walcast_source_events_published_total`
 //!      (acknowledged by the broker) reaches N.
 //!
 //! Peak RSS is `VmHWM` of the walcast process, read just before it is stopped.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use walcast_testkit::{Kafka, Postgres, repo_root};
+use walcast_testkit::{ConnectorFile, Kafka, Postgres, Service, free_port, repo_root};
 
 const PUBLICATION: &str = "bench_pub";
 const PG_RECVLOGICAL: &str = "/usr/lib/postgresql/15/bin/pg_recvlogical";
@@ -208,7 +208,7 @@ fn recvlogical(pg: &Postgres, db: &str, slot: &str, end: &str) -> anyhow::Result
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Runs `walcast-source` on `slot` until `rows` events are routed (discard) or
+/// Runs `walcast source` on `slot` until `rows` events are routed (discard) or
 /// acknowledged; returns the seconds and peak RSS (KiB).
 fn walcast(
     pg: &Postgres,
@@ -219,48 +219,45 @@ fn walcast(
     rows: u64,
     discard: bool,
 ) -> anyhow::Result<(f64, u64)> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let config = dir.join(format!("{db}_{slot}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[postgres]\ndsn = \"{dsn}\"\nslot = \"{slot}\"\npublication = \"{PUBLICATION}\"\ncreate = false\n\
-             [kafka]\nbrokers = \"{brokers}\"\ntopic = \"{db}.events\"\n\
-             [admin]\nlisten = \"127.0.0.1:{port}\"\n",
-            dsn = pg.dsn(db),
-            brokers = kafka.bootstrap(),
-        ),
-    )?;
+    let port = free_port()?;
+    let mut file = ConnectorFile::new();
+    file.set(&["postgres", "dsn"], pg.dsn(db))
+        .set(&["postgres", "slot"], slot)
+        .set(&["postgres", "publication"], PUBLICATION)
+        .set(&["postgres", "create"], false)
+        .set(&["kafka", "brokers"], kafka.bootstrap())
+        .set(&["kafka", "topic"], format!("{db}.events"))
+        .set(&["admin", "listen"], format!("127.0.0.1:{port}"));
+    let config = file.write(&dir.join(format!("{db}_{slot}.toml")))?;
     let metric = if discard {
         "walcast_source_events_routed_total"
     } else {
         "walcast_source_events_published_total"
     };
-    let log = std::fs::File::create(dir.join(format!("{db}_{slot}.log")))?;
-    let started = Instant::now();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_walcast-source"));
-    cmd.arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log);
+    let mut args = vec!["source".into(), "--config".into(), config.into_os_string()];
     if discard {
-        cmd.arg("--discard");
+        args.push("--discard".into());
     }
-    let mut child = cmd.spawn().context("starting walcast-source")?;
+    let started = Instant::now();
+    let mut child = Service::new(&format!("{db}_{slot}"), env!("CARGO_BIN_EXE_walcast"), dir)
+        .args(args)
+        .start()
+        .context("starting walcast source")?;
     let result = (|| loop {
         if scrape(port, metric).unwrap_or(0.0) >= rows as f64 {
             return Ok(started.elapsed().as_secs_f64());
         }
-        if let Some(status) = child.try_wait()? {
-            bail!("walcast-source exited early: {status}");
+        if let Some(status) = child.exit_status() {
+            bail!("walcast source exited early: {status}");
         }
         if started.elapsed() > DEADLINE {
-            bail!("walcast-source did not drain {rows} events within {DEADLINE:?}");
+            bail!("walcast source did not drain {rows} events within {DEADLINE:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     })();
-    let rss = peak_rss_kib(child.id());
-    stop(&mut child);
+    let rss = child.pid().map_or(0, peak_rss_kib);
+    // SIGTERM (graceful), then SIGKILL if it does not exit within 30 s.
+    child.terminate(Duration::from_secs(30));
     Ok((result?, rss))
 }
 
@@ -286,22 +283,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// SIGTERM (graceful), then SIGKILL if it does not exit within 30 s.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn median(v: &[f64]) -> f64 {
