@@ -42,6 +42,7 @@ use crate::dlq::{DeadLetter, Dlq};
 use crate::error::{Error, Result};
 use crate::metrics::PruneMetrics;
 use crate::projection::{RejectKind, Rejection};
+use crate::sleep_or_stop;
 use crate::store::Store;
 
 /// How long the broker may take to acknowledge the dead letters of expired held changes while
@@ -143,7 +144,7 @@ pub(crate) async fn run(ctx: PruneCtx, mut stop: watch::Receiver<bool>) -> Resul
     let held_metrics = PruneMetrics::new(&ctx.registry, &ctx.target, "walcast_held");
     let mut store: Option<Store> = None;
     loop {
-        if wait(ctx.interval, &mut stop).await {
+        if sleep_or_stop(ctx.interval, &mut stop).await {
             return Ok(());
         }
         if store.is_none() {
@@ -335,15 +336,6 @@ async fn prune(
         info!(target = %ctx.target, table = t.name, rows = total, window_secs = t.window.as_secs(), "pruned bookkeeping older than its window");
     }
     Ok(())
-}
-
-/// Sleeps `d` unless shutdown comes first; true on shutdown.
-async fn wait(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    let stopped = tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = stop.wait_for(|s| *s) => true,
-    };
-    stopped || *stop.borrow()
 }
 
 #[cfg(test)]

@@ -26,12 +26,13 @@ use crate::config::{SinkConfig, TargetConfig};
 use crate::consumer::{Source, Watermarks};
 use crate::dlq::Dlq;
 use crate::error::{Error, Result};
-use crate::health::Readiness;
 use crate::metrics::TargetMetrics;
+use crate::pipeline::{self, Goal, TargetCtx};
+use crate::progress;
 use crate::projection::Projections;
+use crate::runner::{Readiness, schema_files};
+use crate::sql;
 use crate::store::Store;
-use crate::target::{self, Goal, TargetCtx};
-use crate::{schema_files, sql};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -110,7 +111,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         metrics: TargetMetrics::new(&Registry::default(), target),
         readiness: Readiness::new(Health::default(), [target.to_owned()]),
     };
-    let positions = Mutex::new(target::Progress::default());
+    let positions = Mutex::new(progress::Progress::default());
     let (_keep, mut stop) = watch::channel(false);
     let mut committed = |records: usize, stats: &ApplyStats, stored: &BTreeMap<i32, i64>| {
         report.records += records as u64;
@@ -128,7 +129,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         committed: &mut committed,
     };
     let Some((mut store, stored)) =
-        target::consume(&ctx, &source, &positions, &mut stop, Some(goal)).await?
+        pipeline::consume(&ctx, &source, &positions, &mut stop, Some(goal)).await?
     else {
         return Err(Error::Config(format!(
             "the rebuild of {target} stopped before its end"
@@ -136,7 +137,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
     };
     // Everything below the watermarks read at the start is applied, and an event older than
     // one of them was on the topic before them: the greatest LSN applied is a true figure.
-    let applied = target::lock(&positions).applied.max();
+    let applied = progress::lock(&positions).applied.max();
     if let Some(lsn) = applied {
         let mut batch = Batch {
             applied_lsn: Some(lsn),

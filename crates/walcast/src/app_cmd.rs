@@ -154,24 +154,9 @@ pub async fn run(args: AppArgs) -> anyhow::Result<()> {
         query_listener,
         Registry::default(),
         Health::default(),
-        shutdown_signal(),
+        crate::shutdown_signal(),
     )
     .await?;
     tracing::info!("catalog app stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

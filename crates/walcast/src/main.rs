@@ -85,3 +85,19 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// Completes on SIGINT or SIGTERM: the shutdown every service of this binary waits for.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

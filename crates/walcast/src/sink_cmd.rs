@@ -9,9 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use walcast_sink::{Sink, SinkConfig};
-use walcast_telemetry::admin::{self, Health};
-use walcast_telemetry::metrics::Registry;
+use walcast_sink::SinkConfig;
+use walcast_telemetry::admin;
 
 #[derive(Debug, Args)]
 pub struct SinkArgs {
@@ -61,38 +60,7 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
 
 /// Runs every target and the admin endpoint until SIGINT or SIGTERM.
 async fn serve(config: SinkConfig) -> anyhow::Result<()> {
-    let registry = Registry::default();
-    let health = Health::default();
     let listener = admin::bind(config.admin.listen).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut admin_stop = stop_rx.clone();
-    let admin_task = tokio::spawn(admin::serve(
-        listener,
-        registry.clone(),
-        health.clone(),
-        async move {
-            let _ = admin_stop.wait_for(|s| *s).await;
-        },
-    ));
-    let sink = Sink::new(config, registry, health)?;
-    let result = sink.run(shutdown_signal()).await;
-    let _ = stop_tx.send(true);
-    let _ = admin_task.await;
-    drop(stop_rx);
-    Ok(result?)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    walcast_sink::serve(config, listener, crate::shutdown_signal()).await?;
+    Ok(())
 }

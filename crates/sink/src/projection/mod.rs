@@ -10,14 +10,14 @@
 //! A change's [`Position`] (aggregate version, then `occurred_at`) is the version guard: a
 //! change applies to a row only if it is newer than what the row (or its tombstone) holds.
 
+mod computed;
 mod decode;
-mod template;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-pub(crate) use template::{ColRef, Template};
+pub(crate) use computed::{ColRef, Template};
 
 use crate::config::{Action, ColumnType, EnvelopeConfig, FieldSource, SinkConfig};
 use crate::error::{Error, Result};

@@ -21,6 +21,7 @@
 //! until every partition with pending records has applied one again.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
@@ -90,6 +91,22 @@ impl Applied {
         }
         pending.try_fold(Lsn(u64::MAX), |m, l| l.map(|l| m.min(l)))
     }
+}
+
+/// What the consuming task has committed, shared with the lag monitor ([`crate::monitor::lag_loop`]).
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Bumped on every (re)connect: a figure computed from an older state is not used.
+    pub(crate) epoch: u64,
+    /// The stored next offsets; `None` until connected.
+    pub(crate) offsets: Option<BTreeMap<i32, i64>>,
+    pub(crate) applied: Applied,
+    /// The applied-up-to LSN from the last watermarks ([`Applied::with_watermarks`]).
+    pub(crate) figure: Option<Lsn>,
+}
+
+pub(crate) fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    p.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -25,16 +25,18 @@ use tracing::{error, info, warn};
 use walcast_config::Backoff;
 use walcast_pgoutput::Lsn;
 
-use crate::applied::Applied;
 use crate::batch::{self, ApplyStats};
 use crate::config::SinkConfig;
-use crate::consumer::{self, Source, Watermarks};
+use crate::consumer::{self, Source};
 use crate::dlq::Dlq;
 use crate::error::{Error, Result};
-use crate::health::Readiness;
 use crate::metrics::TargetMetrics;
+use crate::monitor::{self, HELD_REFRESH};
 use crate::partitions::{self, Decision};
+use crate::progress::{Applied, Progress, lock};
 use crate::projection::Projections;
+use crate::runner::Readiness;
+use crate::sleep_or_stop;
 use crate::store::{Outcome, Store};
 
 /// Everything a target task needs.
@@ -56,15 +58,6 @@ fn next_delay(backoff: &Backoff, attempt: &mut u32) -> Duration {
     let d = backoff.delay(*attempt).unwrap_or(backoff.max);
     *attempt = attempt.saturating_add(1);
     d
-}
-
-/// Sleeps `d` unless shutdown comes first; true on shutdown.
-async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    let stopped = tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = stop.wait_for(|s| *s) => true,
-    };
-    stopped || *stop.borrow()
 }
 
 /// A connected target: its store, the topic's partitions, the stored offsets, and why some
@@ -129,7 +122,12 @@ async fn sync(
 pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Result<()> {
     let source = Source::new(&ctx.config, &ctx.group)?;
     let positions: Arc<Mutex<Progress>> = Arc::default();
-    let lag_task = tokio::spawn(lag_loop(ctx.clone(), positions.clone(), stop.clone()));
+    let lag_task = tokio::spawn(monitor::lag_loop(
+        ctx.config.clone(),
+        ctx.metrics.clone(),
+        positions.clone(),
+        stop.clone(),
+    ));
     let result = consume(&ctx, &source, &positions, &mut stop, None).await;
     lag_task.abort();
     ctx.metrics.up.set(0.0);
@@ -162,22 +160,6 @@ impl Goal<'_> {
 
 /// How long a rebuild waits for records below its end offsets before it finishes anyway.
 const GOAL_IDLE: Duration = Duration::from_secs(15);
-
-/// What the consuming task has committed, shared with [`lag_loop`].
-#[derive(Debug, Default)]
-pub(crate) struct Progress {
-    /// Bumped on every (re)connect: a figure computed from an older state is not used.
-    epoch: u64,
-    /// The stored next offsets; `None` until connected.
-    offsets: Option<BTreeMap<i32, i64>>,
-    pub(crate) applied: Applied,
-    /// The applied-up-to LSN from the last watermarks ([`Applied::with_watermarks`]).
-    figure: Option<Lsn>,
-}
-
-pub(crate) fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
-    p.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The target loop (module docs). With a `goal`, it ends there and returns its connection and
 /// the stored offsets; an error or a move of the offsets by someone else ends it too.
@@ -297,7 +279,7 @@ pub(crate) async fn consume(
             }
             if Instant::now() >= next_held {
                 next_held = Instant::now() + HELD_REFRESH;
-                held_gauges(ctx, &store).await;
+                monitor::held_gauges(&ctx.name, &ctx.metrics, &store).await;
             }
             let (applied, figure) = {
                 let p = lock(positions);
@@ -402,53 +384,4 @@ pub(crate) async fn consume(
         }
     }
     Ok(None)
-}
-
-/// How often the held-change gauges are read from the target (and after a batch that held or
-/// released anything): one small query, never one per batch.
-const HELD_REFRESH: Duration = Duration::from_secs(5);
-
-async fn held_gauges(ctx: &TargetCtx, store: &Store) {
-    match store.held_stats().await {
-        Ok((changes, keys, oldest)) => {
-            ctx.metrics.held_changes.set(changes as f64);
-            ctx.metrics.held_keys.set(keys as f64);
-            ctx.metrics.held_oldest.set(oldest);
-        }
-        Err(e) => warn!(target = %ctx.name, error = %e, "could not read walcast_held"),
-    }
-}
-
-/// Keeps the lag gauge current (high watermarks minus what the target has stored) and the
-/// applied-up-to figure of partitions consumed to their high watermarks
-/// ([`Applied::with_watermarks`]): the watermarks are read after the state they are
-/// compared with.
-async fn lag_loop(
-    ctx: TargetCtx,
-    positions: Arc<Mutex<Progress>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let Ok(marks) = Watermarks::new(&ctx.config) else {
-        return;
-    };
-    loop {
-        let (epoch, stored, applied) = {
-            let p = lock(&positions);
-            (p.epoch, p.offsets.clone(), p.applied.clone())
-        };
-        if let Some(stored) = stored
-            && let Ok(parts) = marks.partitions().await
-            && let Ok(w) = marks.fetch(&parts).await
-        {
-            ctx.metrics.lag.set(consumer::lag(&w, &stored) as f64);
-            let figure = applied.with_watermarks(&stored, &w);
-            let mut p = lock(&positions);
-            if p.epoch == epoch {
-                p.figure = p.figure.max(figure);
-            }
-        }
-        if sleep_or_stop(Duration::from_millis(500), &mut stop).await {
-            return;
-        }
-    }
 }

@@ -1,0 +1,66 @@
+//! Side work of a target on its own schedule: the lag gauge and the applied-up-to figure of
+//! partitions consumed to their high watermarks (a task per target), and the held-change
+//! gauges (read every few seconds by the target loop, never once per batch).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::config::SinkConfig;
+use crate::consumer::Watermarks;
+use crate::metrics::TargetMetrics;
+use crate::progress::{Progress, lock};
+use crate::sleep_or_stop;
+use crate::store::Store;
+
+/// How often the held-change gauges are read from the target (and after a batch that held or
+/// released anything): one small query, never one per batch.
+pub(crate) const HELD_REFRESH: Duration = Duration::from_secs(5);
+
+pub(crate) async fn held_gauges(target: &str, metrics: &TargetMetrics, store: &Store) {
+    match store.held_stats().await {
+        Ok((changes, keys, oldest)) => {
+            metrics.held_changes.set(changes as f64);
+            metrics.held_keys.set(keys as f64);
+            metrics.held_oldest.set(oldest);
+        }
+        Err(e) => warn!(target = %target, error = %e, "could not read walcast_held"),
+    }
+}
+
+/// Keeps the lag gauge current (high watermarks minus what the target has stored) and the
+/// applied-up-to figure of partitions consumed to their high watermarks
+/// ([`Applied::with_watermarks`]): the watermarks are read after the state they are
+/// compared with.
+pub(crate) async fn lag_loop(
+    config: Arc<SinkConfig>,
+    metrics: TargetMetrics,
+    positions: Arc<Mutex<Progress>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Ok(marks) = Watermarks::new(&config) else {
+        return;
+    };
+    loop {
+        let (epoch, stored, applied) = {
+            let p = lock(&positions);
+            (p.epoch, p.offsets.clone(), p.applied.clone())
+        };
+        if let Some(stored) = stored
+            && let Ok(parts) = marks.partitions().await
+            && let Ok(w) = marks.fetch(&parts).await
+        {
+            metrics.lag.set(crate::consumer::lag(&w, &stored) as f64);
+            let figure = applied.with_watermarks(&stored, &w);
+            let mut p = lock(&positions);
+            if p.epoch == epoch {
+                p.figure = p.figure.max(figure);
+            }
+        }
+        if sleep_or_stop(Duration::from_millis(500), &mut stop).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Running the sink: a task per target (its pipeline, its pruning) under one supervisor,
+//! `/health` `/ready` `/metrics` on the admin listener ([`serve`]), and readiness from the
+//! state of the targets: ready while every target consumes; `/ready` names the targets that
+//! do not, and why.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+use walcast_telemetry::admin::{self, Health};
+use walcast_telemetry::metrics::Registry;
+
+use crate::config::SinkConfig;
+use crate::dlq::Dlq;
+use crate::error::{Error, Result};
+use crate::metrics::TargetMetrics;
+use crate::pipeline::{self, TargetCtx};
+use crate::projection::Projections;
+use crate::{consumer, prune};
+
+/// Longest reason `/ready` gives for a target.
+const WHY_BYTES: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Readiness {
+    health: Health,
+    /// Target → `None` when consuming, else why not.
+    states: Arc<Mutex<BTreeMap<String, Option<String>>>>,
+}
+
+impl Readiness {
+    pub(crate) fn new(health: Health, targets: impl IntoIterator<Item = String>) -> Readiness {
+        let states = targets
+            .into_iter()
+            .map(|t| (t, Some("starting".to_owned())))
+            .collect();
+        let r = Readiness {
+            health,
+            states: Arc::new(Mutex::new(states)),
+        };
+        r.publish();
+        r
+    }
+
+    pub(crate) fn up(&self, target: &str) {
+        self.set(target, None);
+    }
+
+    /// `why` is cut at [`WHY_BYTES`]: `/ready` shows one line per target, whatever the error.
+    pub(crate) fn down(&self, target: &str, why: &str) {
+        self.set(
+            target,
+            Some(crate::text::truncate(why, WHY_BYTES).into_owned()),
+        );
+    }
+
+    fn set(&self, target: &str, state: Option<String>) {
+        let changed = {
+            let mut s = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            s.insert(target.to_owned(), state.clone()) != Some(state)
+        };
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let s = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let down: Vec<String> = s
+            .iter()
+            .filter_map(|(t, why)| why.as_ref().map(|w| format!("{t}: {w}")))
+            .collect();
+        if down.is_empty() {
+            self.health
+                .set(true, &format!("all {} targets consuming", s.len()));
+        } else {
+            self.health.set(false, &down.join("; "));
+        }
+    }
+}
+
+/// A configured sink, ready to run.
+#[derive(Debug)]
+pub struct Sink {
+    config: Arc<SinkConfig>,
+    projections: Arc<Projections>,
+    schema: Arc<Vec<(String, String)>>,
+    registry: Registry,
+    health: Health,
+}
+
+/// The `[schema] files`, read: (path, SQL).
+pub(crate) fn schema_files(config: &SinkConfig) -> Result<Vec<(String, String)>> {
+    config
+        .schema
+        .files
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|sql| (p.display().to_string(), sql))
+                .map_err(|source| Error::SchemaFile {
+                    path: p.clone(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+impl Sink {
+    /// Validates the config, compiles the projection and reads the schema files.
+    pub fn new(config: SinkConfig, registry: Registry, health: Health) -> Result<Sink> {
+        config.validate()?;
+        let projections = Projections::compile(&config)?;
+        let schema = schema_files(&config)?;
+        Ok(Sink {
+            config: Arc::new(config),
+            projections: Arc::new(projections),
+            schema: Arc::new(schema),
+            registry,
+            health,
+        })
+    }
+
+    /// Runs every target until `shutdown` completes. A target that is down or misconfigured
+    /// (wrong credentials, missing database) is retried in the background, named on `/ready`
+    /// and by `walcast_sink_target_up`, while the others run.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let config = &self.config;
+        let dlq = Dlq::new(config)?;
+        let partitions = consumer::Watermarks::new(config)?
+            .partitions()
+            .await
+            .map(|p| p.len())
+            .unwrap_or(1);
+        if let Err(e) = Dlq::ensure_topic(config, partitions as i32).await {
+            warn!(error = %e, topic = %config.dlq_topic(), "could not ensure the DLQ topic");
+        }
+        let readiness = Readiness::new(self.health.clone(), config.targets.keys().cloned());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for (name, t) in &config.targets {
+            let ctx = TargetCtx {
+                name: name.clone(),
+                group: config.group(name),
+                dsn: t.dsn.clone(),
+                config: self.config.clone(),
+                projections: self.projections.clone(),
+                schema: self.schema.clone(),
+                dlq: dlq.for_target(name),
+                metrics: TargetMetrics::new(&self.registry, name),
+                readiness: readiness.clone(),
+            };
+            tasks.spawn(pipeline::run(ctx, stop_rx.clone()));
+            // Bookkeeping pruning: its own task and connection, off the batch path.
+            if let Some(p) =
+                prune::PruneCtx::new(config, name, &self.registry, dlq.for_target(name))
+            {
+                tasks.spawn(prune::run(p, stop_rx.clone()));
+            }
+        }
+        info!(targets = config.targets.len(), topic = %config.kafka.topic, "sink running");
+        tokio::pin!(shutdown);
+        let mut result = Ok(());
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Some(Err(_)) => {}
+                },
+            }
+        }
+        let _ = stop_tx.send(true);
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Err(e)) = joined
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
+        }
+        self.health.set(false, "stopped");
+        info!("sink stopped");
+        result
+    }
+}
+
+/// Serves `/health`, `/ready` and `/metrics` on `listener` and runs every target until
+/// `shutdown` completes. What `walcast sink` does, with the listener bound to `[admin] listen`.
+pub async fn serve(
+    config: SinkConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let registry = Registry::default();
+    let health = Health::default();
+    let sink = Sink::new(config, registry.clone(), health.clone())?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(listener, registry, health, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let result = sink.run(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
+    result
+}
