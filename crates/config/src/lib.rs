@@ -68,3 +68,31 @@ pub fn load_with_env<T: DeserializeOwned>(path: &Path, env: Env) -> Result<T, Co
         .extract()
         .map_err(|e| ConfigError::from_figment(path, e))
 }
+
+/// Like [`load`], with `vars` (name, value) standing in for the process environment: each
+/// `WALCAST_<SECTION>__<KEY>` variable overrides the file as it would when set. For checking
+/// a deployment's overrides (a compose file's `environment:`) without setting them.
+pub fn load_with_vars<T: DeserializeOwned>(
+    path: &Path,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    if !path.is_file() {
+        return Err(ConfigError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    let mut figment = Figment::new().merge(Toml::file_exact(path));
+    for (name, value) in vars {
+        let Some(key) = name.strip_prefix(ENV_PREFIX).filter(|k| k.contains("__")) else {
+            continue;
+        };
+        // As the environment provider reads it: `__` nests, keys are lower case, and the
+        // value is parsed (numbers, booleans, arrays) the same way.
+        let key = key.to_lowercase().replace("__", ".");
+        let value: figment::value::Value = value.parse().unwrap_or_else(|e| match e {});
+        figment = figment.merge((key, value));
+    }
+    figment
+        .extract()
+        .map_err(|e| ConfigError::from_figment(path, e))
+}

@@ -133,18 +133,89 @@ fn walcast_services_are_built_from_the_dockerfile_and_mount_files_that_exist() {
     assert!(dockerfile.contains("bookworm-slim"), "small runtime image");
 }
 
+/// A service's `environment:` as (name, value) pairs.
+fn environment(svc: &Value) -> Vec<(String, String)> {
+    let vars = svc["environment"].as_mapping().cloned().unwrap_or_default();
+    vars.iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => s.clone(),
+                other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
+            };
+            (k.as_str().unwrap().to_owned(), value)
+        })
+        .collect()
+}
+
+/// The file a walcast service runs with: the shipped connector file, copied into the image.
+fn shipped_connector(svc: &Value, dockerfile: &str) -> PathBuf {
+    let command: Vec<&str> = svc["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let at = command.iter().position(|c| *c == "--config").unwrap() + 1;
+    let in_image = command[at];
+    let name = in_image
+        .strip_prefix("/etc/walcast/connectors/")
+        .unwrap_or_else(|| panic!("{in_image} is not a shipped connector file"));
+    assert!(
+        dockerfile.contains("COPY connectors /etc/walcast/connectors"),
+        "the image carries the connector files"
+    );
+    walcast_testkit::repo_root().join("connectors").join(name)
+}
+
 #[test]
-fn the_mounted_connector_files_are_valid_sink_and_source_configs() {
-    let sink = infra().join("compose/catalog-read-sink.toml");
-    let config = walcast_sink::SinkConfig::load(&sink).expect("compose sink config loads");
-    let dump = format!("{config:?}");
+fn the_services_run_the_shipped_connector_files_with_container_overrides() {
+    let doc = compose();
+    let dockerfile = std::fs::read_to_string(infra().join("Dockerfile")).unwrap();
+    let sink_svc = service(&doc, "sink");
+    // A compose copy of the files drifts from the shipped ones: none is mounted.
+    assert!(sink_svc["volumes"].is_null() && service(&doc, "source")["volumes"].is_null());
+    let sink: walcast_sink::SinkConfig = walcast_config::load_with_vars(
+        &shipped_connector(sink_svc, &dockerfile),
+        environment(sink_svc),
+    )
+    .expect("the sink's file with its overrides loads");
+    let dump = format!("{sink:?}");
     for host in [
         "postgres-leader",
         "replica-1",
         "replica-2",
         "replica-3",
         "redpanda-1:9092",
+        "0.0.0.0:9465",
     ] {
         assert!(dump.contains(host), "sink config must point at {host}");
+    }
+    assert!(
+        !dump.contains("127.0.0.1"),
+        "no target left on the host's loopback: {dump}"
+    );
+    let source_svc = service(&doc, "source");
+    let mut vars = environment(source_svc);
+    // What the ha profile sets through ${WALCAST_REPLICATION_FACTOR:-1}.
+    for (name, value) in &mut vars {
+        if name == "WALCAST_KAFKA__REPLICATION_FACTOR" {
+            *value = "3".to_owned();
+        }
+    }
+    let source: walcast_source::SourceConfig =
+        walcast_config::load_with_vars(&shipped_connector(source_svc, &dockerfile), vars)
+            .expect("the source's file with its overrides loads");
+    let dump = format!("{source:?}");
+    for want in ["postgres-leader", "redpanda-1:9092", "0.0.0.0:9464"] {
+        assert!(
+            dump.contains(want),
+            "source config must name {want}: {dump}"
+        );
+    }
+    assert_eq!(source.kafka.replication_factor, 3);
+    // The schema files the sink applies are where the image puts them.
+    assert!(dockerfile.contains("COPY sql /etc/walcast/sql"));
+    for file in &sink.schema.files {
+        assert!(file.ends_with("../sql/read.sql"), "{}", file.display());
     }
 }
