@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use walcast_config::KafkaProperties;
+use walcast_kafka::ClientSettings;
 use walcast_postgres::Dsn;
 
 use crate::error::{Error, Result};
@@ -59,6 +60,13 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties for consumers and the DLQ producer.
     #[serde(default)]
     pub properties: KafkaProperties,
+}
+
+impl KafkaConfig {
+    /// How to reach the broker: `brokers` and `properties` (TLS, SASL, tuning).
+    pub fn client(&self) -> ClientSettings<'_> {
+        ClientSettings::new(&self.brokers, &self.properties)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -29,7 +29,7 @@ pub(crate) struct Source {
     carry: std::sync::Mutex<Option<OwnedMessage>>,
     topic: String,
     brokers: String,
-    /// The consumer's settings, for [`diagnose`](walcast_telemetry::kafka::diagnose).
+    /// The consumer's settings, for [`diagnose`](walcast_kafka::diagnose).
     client_config: ClientConfig,
 }
 
@@ -42,24 +42,20 @@ impl std::fmt::Debug for Source {
 }
 
 pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("isolation.level", "read_committed")
+    config.kafka.client().config(&[
+        ("group.id", group),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("enable.partition.eof", "false"),
+        ("isolation.level", "read_committed"),
         // librdkafka prefetches up to 64 MB per consumer by default, and a fetch response may
         // hold 50 MB more; with four targets behind on a backlog that is hundreds of MB of RSS
         // for no gain. At most 4 MB queued plus one fetch of at most 4 MB: 8 MB per target
         // (a batch waits on the database, not on the broker).
-        .set("queued.max.messages.kbytes", "4096")
-        .set("fetch.max.bytes", "4194304");
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
-    c
+        ("queued.max.messages.kbytes", "4096"),
+        ("fetch.max.bytes", "4194304"),
+    ])
 }
 
 impl Source {
@@ -82,10 +78,10 @@ impl Source {
     /// itself only times out.
     pub(crate) async fn partitions(&self) -> Result<Vec<i32>> {
         match topic_partitions(self.consumer.clone(), &self.topic, &self.brokers).await {
-            Err(Error::Kafka { context, source }) => {
+            Err(Error::Kafka(walcast_kafka::Error::Kafka { context, source })) => {
                 let context =
-                    walcast_telemetry::kafka::with_cause(&self.client_config, context).await;
-                Err(Error::Kafka { context, source })
+                    walcast_kafka::diagnose::with_cause(&self.client_config, context).await;
+                Err(Error::kafka(context)(source))
             }
             other => other,
         }
@@ -239,13 +235,10 @@ impl std::fmt::Debug for Watermarks {
 
 impl Watermarks {
     pub(crate) fn new(config: &SinkConfig) -> Result<Watermarks> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.kafka.brokers);
-        // The security settings (SASL, TLS) live here too.
-        for (k, v) in &config.kafka.properties {
-            c.set(k, v);
-        }
-        let consumer: BaseConsumer = c
+        let consumer: BaseConsumer = config
+            .kafka
+            .client()
+            .config(&[])
             .set("log_level", "3")
             .create()
             .map_err(Error::kafka("creating the watermark client"))?;

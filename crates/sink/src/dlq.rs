@@ -24,14 +24,13 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
+use walcast_kafka::topic::BROKER_DEFAULT_REPLICATION;
+use walcast_kafka::{TopicAdmin, TopicSpec};
 
 use crate::config::SinkConfig;
 use crate::error::{Error, Result};
@@ -83,17 +82,13 @@ impl std::fmt::Debug for Dlq {
 
 impl Dlq {
     pub(crate) fn new(config: &SinkConfig) -> Result<Dlq> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
-        for (k, v) in &config.kafka.properties {
-            if is_producer_property(k) {
-                c.set(k, v);
-            }
-        }
+        // The properties are shared with the consumers: only the producer's share applies.
+        let c = config.kafka.client().producer_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "30000"),
+        ]);
         Ok(Dlq {
             producer: c
                 .create()
@@ -112,41 +107,21 @@ impl Dlq {
         }
     }
 
-    /// Creates the dead-letter topic when missing (one partition per source partition).
+    /// Creates the dead-letter topic when missing (one partition per source partition, the
+    /// broker's replication factor). A topic the broker refuses is only warned about: dead
+    /// letters then wait, retried, until an operator creates it.
     pub(crate) async fn ensure_topic(config: &SinkConfig, partitions: i32) -> Result<()> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.kafka.brokers);
-        // The security settings (SASL, TLS) live here too.
-        for (k, v) in &config.kafka.properties {
-            if is_producer_property(k) {
-                c.set(k, v);
-            }
-        }
-        let admin: AdminClient<DefaultClientContext> = c
-            .create()
-            .map_err(Error::kafka("creating an admin client"))?;
+        let admin = TopicAdmin::new(config.kafka.client())?
+            .with_timeouts(Duration::from_secs(30), Duration::from_secs(15));
         let topic = config.dlq_topic();
-        let new = NewTopic::new(&topic, partitions.max(1), TopicReplication::Fixed(-1));
-        let opts = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(30)))
-            .request_timeout(Some(Duration::from_secs(15)));
-        let results = match admin.create_topics([&new], &opts).await {
-            Ok(r) => r,
-            Err(source) => {
-                // The request only times out when the broker refuses TLS or the login: ask a
-                // second connection why.
-                let context =
-                    walcast_telemetry::kafka::with_cause(&c, format!("creating topic {topic}"))
-                        .await;
-                return Err(Error::Kafka { context, source });
-            }
+        let spec = TopicSpec {
+            partitions: partitions.max(1),
+            replication_factor: BROKER_DEFAULT_REPLICATION,
         };
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => {
-                    warn!(topic = %t, %code, "could not create the DLQ topic; create it by hand")
-                }
+        match admin.create(&topic, spec).await? {
+            Ok(()) | Err(RDKafkaErrorCode::TopicAlreadyExists) => {}
+            Err(code) => {
+                warn!(topic = %topic, %code, "could not create the DLQ topic; create it by hand")
             }
         }
         Ok(())
@@ -179,26 +154,19 @@ impl Dlq {
             let delivery = self
                 .producer
                 .send_result(record)
-                .map_err(|(e, _)| Error::Kafka {
-                    context: format!("producing to {}", self.topic),
-                    source: e,
-                })?;
+                .map_err(|(e, _)| Error::kafka(format!("producing to {}", self.topic))(e))?;
             pending.push(delivery);
         }
         for d in pending {
             match d.await {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => {
-                    return Err(Error::Kafka {
-                        context: format!("producing to {}", self.topic),
-                        source: e,
-                    });
+                    return Err(Error::kafka(format!("producing to {}", self.topic))(e));
                 }
                 Err(_) => {
-                    return Err(Error::Kafka {
-                        context: format!("producing to {}", self.topic),
-                        source: rdkafka::error::KafkaError::Canceled,
-                    });
+                    return Err(Error::kafka(format!("producing to {}", self.topic))(
+                        rdkafka::error::KafkaError::Canceled,
+                    ));
                 }
             }
         }
@@ -349,18 +317,6 @@ pub(crate) fn compose<'a>(l: &DeadLetter<'a>, target: &str, budget: usize) -> Co
         ));
     }
     c
-}
-
-/// Consumer-only settings must not reach the producer (librdkafka warns about them).
-fn is_producer_property(key: &str) -> bool {
-    !(key.starts_with("fetch.")
-        || key.starts_with("auto.")
-        || key.starts_with("enable.auto")
-        || key.starts_with("queued.")
-        || key.starts_with("session.")
-        || key.starts_with("max.poll")
-        || key.starts_with("group.")
-        || key == "isolation.level")
 }
 
 #[cfg(test)]

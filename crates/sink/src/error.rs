@@ -53,13 +53,9 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
-    /// A Kafka client operation failed.
-    #[error("kafka: {context}: {source}")]
-    Kafka {
-        context: String,
-        #[source]
-        source: KafkaError,
-    },
+    /// A Kafka client operation failed, or a topic cannot be used as it is.
+    #[error(transparent)]
+    Kafka(#[from] walcast_kafka::Error),
 
     /// The topic to consume does not exist (yet).
     #[error(
@@ -89,7 +85,7 @@ impl Error {
             | Error::PartitionsChanged(_) => false,
             Error::Postgres { source, .. } => pg_retryable(source),
             Error::Connect { source, .. } => source.is_retryable(),
-            Error::Kafka { source, .. } => !matches!(source, KafkaError::ClientCreation(_)),
+            Error::Kafka(e) => e.is_retryable(),
             Error::NoTopic { .. } => true,
         }
     }
@@ -121,7 +117,7 @@ impl Error {
 
     pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
         let context = context.into();
-        move |source| Error::Kafka { context, source }
+        move |source| Error::Kafka(walcast_kafka::Error::Kafka { context, source })
     }
 }
 

@@ -276,14 +276,11 @@ async fn expire_batch(ctx: &PruneCtx, store: &Store, window: f64) -> Result<u64>
     match tokio::time::timeout(HELD_DLQ_TIMEOUT, ctx.dlq.send_all(&letters)).await {
         Ok(sent) => sent?,
         Err(_) => {
-            return Err(Error::Kafka {
-                context:
-                    "waiting for the broker to acknowledge the dead letters of expired held changes"
-                        .to_owned(),
-                source: rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
-                ),
-            });
+            return Err(Error::kafka(
+                "waiting for the broker to acknowledge the dead letters of expired held changes",
+            )(rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+            )));
         }
     }
     client

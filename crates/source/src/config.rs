@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use walcast_config::{Backoff, ConfigError, KafkaProperties};
+use walcast_kafka::ClientSettings;
 use walcast_postgres::Dsn;
 use walcast_replication::TableName;
 
@@ -343,6 +344,13 @@ impl SourceConfig {
             max: Duration::from_millis(self.retry.max_backoff_ms),
             max_attempts: None,
         }
+    }
+}
+
+impl KafkaConfig {
+    /// How to reach the broker: `brokers` and `properties` (TLS, SASL, tuning).
+    pub fn client(&self) -> ClientSettings<'_> {
+        ClientSettings::new(&self.brokers, &self.properties)
     }
 }
 

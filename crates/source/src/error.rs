@@ -53,17 +53,10 @@ pub enum Error {
         key: String,
     },
 
-    /// A Kafka client operation failed (broker unreachable, metadata, topic creation).
-    #[error("kafka: {context}: {source}")]
-    Kafka {
-        context: String,
-        #[source]
-        source: KafkaError,
-    },
-
-    /// A topic exists with settings other than the configured ones.
-    #[error("topic {topic} {problem}")]
-    Topic { topic: String, problem: String },
+    /// A Kafka client operation failed (broker unreachable, metadata, topic creation), or a
+    /// topic exists with settings other than the configured ones.
+    #[error(transparent)]
+    Kafka(#[from] walcast_kafka::Error),
 
     /// The broker refused a record for good (not a size problem, which goes to the DLQ).
     #[error(
@@ -100,12 +93,11 @@ impl Error {
                 Some(code) => walcast_postgres::sqlstate::is_transient(code.code()),
                 None => true,
             },
-            Error::Kafka { source, .. } => !matches!(source, KafkaError::ClientCreation(_)),
+            Error::Kafka(e) => e.is_retryable(),
             Error::Delivery { .. } => true,
             Error::Config(_)
             | Error::MissingTable { .. }
             | Error::MissingColumn { .. }
-            | Error::Topic { .. }
             | Error::InvalidOp { .. }
             | Error::Admin(_) => false,
         }
@@ -120,7 +112,7 @@ impl Error {
 
     pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
         let context = context.into();
-        move |source| Error::Kafka { context, source }
+        move |source| Error::Kafka(walcast_kafka::Error::Kafka { context, source })
     }
 }
 
@@ -146,10 +138,32 @@ mod tests {
         };
         assert!(e.to_string().contains("invalid_op = \"warn\""));
         assert!(!e.is_retryable());
-        let e = Error::Kafka {
-            context: "creating topic".into(),
-            source: KafkaError::AdminOpCreation("timed out".into()),
-        };
+        let e = Error::kafka("creating topic")(KafkaError::AdminOpCreation("timed out".into()));
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn transient_topic_failures_start_over_and_refusals_stop() {
+        use rdkafka::error::RDKafkaErrorCode;
+        for code in [
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::NotController,
+            RDKafkaErrorCode::BrokerNotAvailable,
+        ] {
+            let e = Error::from(walcast_kafka::Error::Kafka {
+                context: "creating topic t".into(),
+                source: KafkaError::AdminOp(code),
+            });
+            assert!(e.is_retryable(), "{code}");
+        }
+        let e = Error::from(walcast_kafka::Error::Topic {
+            topic: "t".into(),
+            problem: "cannot be created: Broker: Invalid topic".into(),
+        });
+        assert!(!e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "topic t cannot be created: Broker: Invalid topic"
+        );
     }
 }

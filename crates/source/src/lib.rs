@@ -49,12 +49,10 @@ pub mod outbox;
 mod pipeline;
 mod producer;
 pub mod record;
-pub mod topic;
 
 pub use config::SourceConfig;
 pub use error::{Error, Result};
 pub use monitor::HEARTBEAT_PREFIX;
-pub use producer::client_config as producer_config;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -63,6 +61,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
+use walcast_kafka::{TopicAdmin, TopicSpec};
 use walcast_postgres::connect_sql;
 use walcast_replication::{ChangeStream, ChangeStreamConfig};
 use walcast_telemetry::admin::{self, Health};
@@ -72,7 +71,6 @@ use crate::metrics::SourceMetrics;
 use crate::monitor::MonitorConfig;
 use crate::pipeline::{Pipeline, Sink};
 use crate::producer::Producer;
-use crate::topic::{TopicAdmin, TopicSpec};
 
 /// How to run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -179,7 +177,7 @@ impl Source {
             Sink::Discard
         } else {
             self.health.set(false, "checking Kafka topics");
-            let admin = TopicAdmin::new(&config.kafka.brokers, &config.kafka.properties)?;
+            let admin = TopicAdmin::new(config.kafka.client())?;
             let spec = TopicSpec {
                 partitions: config.kafka.partitions,
                 replication_factor: config.kafka.replication_factor,

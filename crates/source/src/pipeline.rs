@@ -38,6 +38,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
+use walcast_kafka::TopicAdmin;
 use walcast_replication::{ChangeStream, Event};
 use walcast_telemetry::admin::Health;
 
@@ -49,7 +50,6 @@ use crate::outbox::{FRAMING_BYTES, Letter, Routed, Router, TopicTemplate};
 use crate::producer::{Ack, Meta, Producer};
 use crate::record::{Record, RecordKind, TxnMeta};
 use crate::stopped;
-use crate::topic::TopicAdmin;
 
 mod topics;
 

@@ -129,25 +129,22 @@ impl std::fmt::Debug for Producer {
 }
 
 /// The librdkafka settings of the source's producer: walcast's defaults, the operator's
-/// `[kafka.properties]`, then the protected settings.
+/// `[kafka.properties]` (with the connection's TLS and SASL settings), then the protected
+/// settings.
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    let queue_messages = (config.max_in_flight * 2).max(100_000);
-    let queue_kbytes = (config.max_in_flight_bytes / 1024 * 2).max(64 * 1024);
-    for (k, v) in [
-        ("linger.ms", "5".to_owned()),
-        ("retry.backoff.ms", "100".to_owned()),
-        ("retry.backoff.max.ms", "1000".to_owned()),
-        ("reconnect.backoff.ms", "100".to_owned()),
-        ("reconnect.backoff.max.ms", "1000".to_owned()),
-        ("queue.buffering.max.messages", queue_messages.to_string()),
-        ("queue.buffering.max.kbytes", queue_kbytes.to_string()),
-    ] {
-        c.set(k, v);
-    }
-    for (k, v) in &config.properties {
-        c.set(k, v);
-    }
+    let queue_messages = (config.max_in_flight * 2).max(100_000).to_string();
+    let queue_kbytes = (config.max_in_flight_bytes / 1024 * 2)
+        .max(64 * 1024)
+        .to_string();
+    let mut c = config.client().config(&[
+        ("linger.ms", "5"),
+        ("retry.backoff.ms", "100"),
+        ("retry.backoff.max.ms", "1000"),
+        ("reconnect.backoff.ms", "100"),
+        ("reconnect.backoff.max.ms", "1000"),
+        ("queue.buffering.max.messages", &queue_messages),
+        ("queue.buffering.max.kbytes", &queue_kbytes),
+    ]);
     c.set("bootstrap.servers", &config.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")

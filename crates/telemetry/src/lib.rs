@@ -3,10 +3,8 @@
 //! * [`logging`]: `tracing` output, human-readable by default, JSON lines with `--log-json`;
 //! * [`metrics`]: counters, gauges and histograms rendered in the Prometheus text format;
 //! * [`admin`]: the HTTP endpoint with `/health` (the process is alive), `/ready` (it is doing
-//!   its job) and `/metrics`, bound to 127.0.0.1 unless an operator says otherwise;
-//! * [`kafka`]: why a Kafka client cannot reach or log in to the broker (TLS, SASL).
+//!   its job) and `/metrics`, bound to 127.0.0.1 unless an operator says otherwise.
 
 pub mod admin;
-pub mod kafka;
 pub mod logging;
 pub mod metrics;

@@ -7,8 +7,9 @@ use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use walcast_source::topic::{TopicAdmin, TopicSpec, TopicState};
+use rdkafka::{Offset, TopicPartitionList};
+use walcast_config::KafkaProperties;
+use walcast_kafka::{ClientSettings, TopicAdmin, TopicSpec, TopicState};
 
 #[derive(Debug, Args)]
 pub struct TopicArgs {
@@ -68,7 +69,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
 /// The same check the source runs at start-up: a topic that exists with another partition
 /// count or replication factor is an error naming both and the fix.
 async fn create(brokers: &str, topic: &str, partitions: i32, rf: i32) -> anyhow::Result<()> {
-    let admin = TopicAdmin::new(brokers, &Default::default())?;
+    let admin = TopicAdmin::new(ClientSettings::new(brokers, &KafkaProperties::default()))?;
     let spec = TopicSpec {
         partitions,
         replication_factor: rf,
@@ -89,12 +90,13 @@ async fn tail(
     follow: bool,
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        // Reading never joins a group or commits offsets: tail must not disturb consumers.
-        .set("group.id", "walcast-topic-tail")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
+    let consumer: StreamConsumer = ClientSettings::new(brokers, &KafkaProperties::default())
+        .config(&[
+            // Reading never joins a group or commits offsets: tail must not disturb consumers.
+            ("group.id", "walcast-topic-tail"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+        ])
         .create()?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::info;
+use walcast_kafka::TopicSpec;
 use walcast_pgoutput::Lsn;
 use walcast_replication::ChangeStream;
 
@@ -17,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::outbox::Letter;
 use crate::producer::{Producer, capped_client_config};
 use crate::record::{Record, RecordKind};
-use crate::topic::TopicSpec;
 
 /// The longest one topic may take to be listed, created or checked. Status updates keep
 /// flowing meanwhile; past it the source starts over (retryable), as on any broker timeout.
@@ -86,7 +86,7 @@ impl Pipeline {
                     if kafka.create_topics {
                         admin.ensure_topic(topic, spec, false).await?;
                     }
-                    admin.max_message_bytes(topic).await
+                    Ok(admin.max_message_bytes(topic).await?)
                 };
                 let limit = with_keepalive(&mut self.changes, at, topic, check).await?;
                 self.known_topics.insert(record.topic.clone(), limit);
@@ -99,7 +99,8 @@ impl Pipeline {
             return Ok(Err(refused(record, kind, error.clone())));
         }
         if self.cluster_topics.is_none() {
-            let names = with_keepalive(&mut self.changes, at, topic, admin.topic_names()).await?;
+            let list = async { Ok(admin.topic_names().await?) };
+            let names = with_keepalive(&mut self.changes, at, topic, list).await?;
             self.cluster_topics = Some(names.into_iter().collect());
         }
         let cluster = self.cluster_topics.get_or_insert_default();
@@ -138,12 +139,12 @@ impl Pipeline {
                     } else {
                         admin.check(topic, spec, true).await?;
                     }
-                    admin.max_message_bytes(topic).await
+                    Ok(admin.max_message_bytes(topic).await?)
                 };
                 match with_keepalive(&mut self.changes, at, topic, check).await {
                     Ok(limit) => Ok(limit),
                     // A definitive refusal (name, policy, rights, layout, missing): the DLQ.
-                    Err(Error::Topic { topic, problem }) => {
+                    Err(Error::Kafka(walcast_kafka::Error::Topic { topic, problem })) => {
                         Err(("topic_refused", format!("topic {topic} {problem}")))
                     }
                     // Transient (timeouts, an election): start over, as before.
@@ -189,13 +190,13 @@ async fn with_keepalive<T>(
         tokio::select! {
             result = &mut work => return result,
             () = &mut deadline => {
-                return Err(Error::Kafka {
-                    context: format!(
-                        "preparing topic {topic} took longer than {} s",
-                        TOPIC_TIMEOUT.as_secs()
-                    ),
-                    source: KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut),
-                });
+                let context = format!(
+                    "preparing topic {topic} took longer than {} s",
+                    TOPIC_TIMEOUT.as_secs()
+                );
+                return Err(Error::kafka(context)(KafkaError::AdminOp(
+                    RDKafkaErrorCode::OperationTimedOut,
+                )));
             }
             _ = tick.tick() => changes.confirm(at).await?,
         }

@@ -1,9 +1,14 @@
-//! Topic management: create a topic if missing with the configured partitions and
-//! replication factor; if it exists with other settings, say so and refuse to start (the
-//! partition count decides which partition an aggregate's events go to, so it must not
-//! change under a running system). The CLI's `walcast topic create` uses the same function.
+//! Topic admin: create a topic if missing with the expected partitions and replication
+//! factor; if it exists with other settings, say so and refuse (the partition count decides
+//! which partition an aggregate's events go to, so it must not change under a running system).
+//! The source checks its topics with it at start and as template topics appear, the sink
+//! creates its dead-letter topic, and `walcast topic create` runs the source's check.
+//!
+//! Every request is bounded (10 s by default, [`TopicAdmin::with_timeouts`]), well under the
+//! replication connection's keepalive budget, so a source can wait for one while it keeps
+//! sending status updates. A request that only times out gets the broker-side cause (refused
+//! TLS or SASL login) from [`crate::diagnose`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -14,11 +19,20 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::settings::ClientSettings;
+
+/// The replication factor that asks for the broker's `default.replication.factor`.
+pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
+/// How long one admin request may take by default: well under the replication connection's
+/// keepalive budget (`wal_sender_timeout` / 2 = 30 s by default).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a topic should look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSpec {
     pub partitions: i32,
+    /// [`BROKER_DEFAULT_REPLICATION`] leaves it to the broker.
     pub replication_factor: i32,
 }
 
@@ -44,6 +58,8 @@ pub struct TopicAdmin {
     brokers: String,
     config: ClientConfig,
     admin: AdminClient<DefaultClientContext>,
+    operation_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for TopicAdmin {
@@ -55,21 +71,61 @@ impl std::fmt::Debug for TopicAdmin {
 }
 
 impl TopicAdmin {
-    /// An admin client for `brokers` with extra librdkafka `properties` (security settings).
-    pub fn new(brokers: &str, properties: &BTreeMap<String, String>) -> Result<TopicAdmin> {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", brokers);
-        for (k, v) in properties {
-            config.set(k, v);
-        }
+    /// An admin client with these settings (librdkafka's admin client is a producer, so it
+    /// gets the producer's share of the properties, the security settings among them).
+    pub fn new(settings: ClientSettings<'_>) -> Result<TopicAdmin> {
+        let config = settings.producer_config(&[]);
         let admin = config
             .create()
             .map_err(Error::kafka("creating an admin client"))?;
         Ok(TopicAdmin {
-            brokers: brokers.to_owned(),
+            brokers: settings.brokers().to_owned(),
             config,
             admin,
+            operation_timeout: ADMIN_TIMEOUT,
+            request_timeout: ADMIN_TIMEOUT,
         })
+    }
+
+    /// The same admin with other bounds: how long the broker may take to carry out a request
+    /// (`operation`) and how long the client waits for its answer (`request`).
+    pub fn with_timeouts(self, operation: Duration, request: Duration) -> TopicAdmin {
+        TopicAdmin {
+            operation_timeout: operation,
+            request_timeout: request,
+            ..self
+        }
+    }
+
+    /// Asks the broker to create `topic`: `Ok(Ok(()))` when it was created now, `Ok(Err(code))`
+    /// with the broker's refusal (`TopicAlreadyExists` included), `Err` when the request
+    /// itself failed (with the broker-side cause, when a second connection finds one).
+    pub async fn create(
+        &self,
+        topic: &str,
+        spec: TopicSpec,
+    ) -> Result<std::result::Result<(), RDKafkaErrorCode>> {
+        let new = NewTopic::new(
+            topic,
+            spec.partitions,
+            TopicReplication::Fixed(spec.replication_factor),
+        );
+        match self.admin.create_topics([&new], &self.options()).await {
+            // No answer for the topic counts as "exists": the metadata then tells.
+            Ok(results) => Ok(results
+                .into_iter()
+                .next()
+                .map_or(Err(RDKafkaErrorCode::TopicAlreadyExists), |r| {
+                    r.map(drop).map_err(|(_, code)| code)
+                })),
+            Err(e) => {
+                let context = format!(
+                    "creating topic {topic} on {} (is the broker running?)",
+                    self.brokers
+                );
+                Err(self.explained(context, e).await)
+            }
+        }
     }
 
     /// Creates `topic` if it does not exist. With `strict`, an existing topic with another
@@ -81,62 +137,45 @@ impl TopicAdmin {
         spec: TopicSpec,
         strict: bool,
     ) -> Result<TopicState> {
-        let new = NewTopic::new(
-            topic,
-            spec.partitions,
-            TopicReplication::Fixed(spec.replication_factor),
-        );
-        let results = match self.admin.create_topics([&new], &admin_options()).await {
-            Ok(r) => r,
-            Err(e) => {
-                let context = format!(
-                    "creating topic {topic} on {} (is the broker running?)",
-                    self.brokers
+        match self.create(topic, spec).await? {
+            Ok(()) => {
+                info!(
+                    topic,
+                    partitions = spec.partitions,
+                    replication_factor = spec.replication_factor,
+                    "topic created"
                 );
-                return Err(self.explained(context, e).await);
+                return Ok(TopicState::Created);
             }
-        };
-        for r in results {
-            match r {
-                Ok(_) => {
-                    info!(
-                        topic,
-                        partitions = spec.partitions,
-                        replication_factor = spec.replication_factor,
-                        "topic created"
-                    );
-                    return Ok(TopicState::Created);
-                }
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, RDKafkaErrorCode::InvalidReplicationFactor)) => {
-                    return Err(Error::Topic {
-                        topic: topic.to_owned(),
-                        problem: format!(
-                            "cannot be created with replication factor {}: the cluster has fewer brokers; set [kafka] replication_factor to at most the number of brokers",
-                            spec.replication_factor
-                        ),
-                    });
-                }
-                Err((_, code)) if refusal(code) => {
-                    let why = if code == RDKafkaErrorCode::InvalidTopic {
-                        " (an invalid name, or one that collides with an existing topic: Kafka treats '.' and '_' alike)"
-                    } else {
-                        ""
-                    };
-                    return Err(Error::Topic {
-                        topic: topic.to_owned(),
-                        problem: format!(
-                            "cannot be created: {code}{why}; create it by hand (walcast topic create)"
-                        ),
-                    });
-                }
-                // A busy or moving controller (timeouts, elections): retried with backoff.
-                Err((_, code)) => {
-                    return Err(Error::Kafka {
-                        context: format!("creating topic {topic} on {}", self.brokers),
-                        source: KafkaError::AdminOp(code),
-                    });
-                }
+            Err(RDKafkaErrorCode::TopicAlreadyExists) => {}
+            Err(RDKafkaErrorCode::InvalidReplicationFactor) => {
+                return Err(Error::topic(
+                    topic,
+                    format!(
+                        "cannot be created with replication factor {}: the cluster has fewer brokers; set [kafka] replication_factor to at most the number of brokers",
+                        spec.replication_factor
+                    ),
+                ));
+            }
+            Err(code) if refusal(code) => {
+                let why = if code == RDKafkaErrorCode::InvalidTopic {
+                    " (an invalid name, or one that collides with an existing topic: Kafka treats '.' and '_' alike)"
+                } else {
+                    ""
+                };
+                return Err(Error::topic(
+                    topic,
+                    format!(
+                        "cannot be created: {code}{why}; create it by hand (walcast topic create)"
+                    ),
+                ));
+            }
+            // A busy or moving controller (timeouts, elections): retried with backoff.
+            Err(code) => {
+                return Err(Error::Kafka {
+                    context: format!("creating topic {topic} on {}", self.brokers),
+                    source: KafkaError::AdminOp(code),
+                });
             }
         }
         // Someone else created it (another connector, a moment ago): the brokers may not
@@ -163,39 +202,41 @@ impl TopicAdmin {
     /// factor of `spec`); the error names both and the fix.
     pub async fn check(&self, topic: &str, spec: TopicSpec, strict: bool) -> Result<TopicLayout> {
         let layout = self.layout(topic).await?;
-        if strict && layout.partitions != spec.partitions {
-            return Err(Error::Topic {
-                topic: topic.to_owned(),
-                problem: format!(
-                    "exists with {} partitions, not {}; which partition an aggregate's events go to depends on the partition count, so walcast will not change it: set [kafka] partitions = {} or recreate the topic",
-                    layout.partitions, spec.partitions, layout.partitions
-                ),
-            });
+        let problem = if !strict {
+            None
+        } else if layout.partitions != spec.partitions {
+            Some(format!(
+                "exists with {} partitions, not {}; which partition an aggregate's events go to depends on the partition count, so walcast will not change it: set [kafka] partitions = {} or recreate the topic",
+                layout.partitions, spec.partitions, layout.partitions
+            ))
+        } else if layout.replication_factor != spec.replication_factor {
+            Some(format!(
+                "exists with replication factor {}, not {}: set [kafka] replication_factor = {} or reassign the topic's replicas",
+                layout.replication_factor, spec.replication_factor, layout.replication_factor
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(Error::topic(topic, problem)),
+            None => Ok(layout),
         }
-        if strict && layout.replication_factor != spec.replication_factor {
-            return Err(Error::Topic {
-                topic: topic.to_owned(),
-                problem: format!(
-                    "exists with replication factor {}, not {}: set [kafka] replication_factor = {} or reassign the topic's replicas",
-                    layout.replication_factor, spec.replication_factor, layout.replication_factor
-                ),
-            });
-        }
-        Ok(layout)
     }
 
     /// A Kafka error with the broker-side cause (refused TLS or SASL login, unreachable) when
     /// a second connection finds one: the operation itself only says it timed out.
     async fn explained(&self, context: String, source: KafkaError) -> Error {
-        let context = walcast_telemetry::kafka::with_cause(&self.config, context).await;
+        let context = crate::diagnose::with_cause(&self.config, context).await;
         Error::Kafka { context, source }
     }
 
     /// Partitions and replication factor of an existing topic.
     pub async fn layout(&self, topic: &str) -> Result<TopicLayout> {
-        self.find(topic).await?.ok_or_else(|| Error::Topic {
-            topic: topic.to_owned(),
-            problem: "does not exist; create it (walcast topic create) or set [kafka] create_topics = true".into(),
+        self.find(topic).await?.ok_or_else(|| {
+            Error::topic(
+                topic,
+                "does not exist; create it (walcast topic create) or set [kafka] create_topics = true",
+            )
         })
     }
 
@@ -205,7 +246,7 @@ impl TopicAdmin {
         let context = || format!("reading the configuration of topic {topic}");
         let results = self
             .admin
-            .describe_configs([&resource], &admin_options())
+            .describe_configs([&resource], &self.options())
             .await
             .map_err(Error::kafka(context()))?;
         let config = match results.into_iter().next() {
@@ -237,7 +278,7 @@ impl TopicAdmin {
                 .create()
                 .map_err(Error::kafka("creating a metadata client"))?;
             let md = consumer
-                .fetch_metadata(None, Duration::from_secs(10))
+                .fetch_metadata(None, ADMIN_TIMEOUT)
                 .map_err(Error::kafka("listing topics"))?;
             Ok(md.topics().iter().map(|t| t.name().to_owned()).collect())
         })
@@ -246,6 +287,12 @@ impl TopicAdmin {
             context: format!("listing topics: {e}"),
             source: KafkaError::AdminOp(RDKafkaErrorCode::Fail),
         })?
+    }
+
+    fn options(&self) -> AdminOptions {
+        AdminOptions::new()
+            .operation_timeout(Some(self.operation_timeout))
+            .request_timeout(Some(self.request_timeout))
     }
 
     /// Partitions and replication factor of `topic`, `None` when the metadata lacks it.
@@ -257,7 +304,7 @@ impl TopicAdmin {
                 .create()
                 .map_err(Error::kafka("creating a metadata client"))?;
             let md = consumer
-                .fetch_metadata(Some(&name), Duration::from_secs(10))
+                .fetch_metadata(Some(&name), ADMIN_TIMEOUT)
                 .map_err(Error::kafka(format!("reading metadata of topic {name}")))?;
             Ok(md.topics().first().and_then(|t| {
                 let partitions = t.partitions();
@@ -268,23 +315,12 @@ impl TopicAdmin {
             }))
         })
         .await
-        .map_err(|e| Error::Topic {
-            topic: topic.to_owned(),
-            problem: format!("metadata lookup failed: {e}"),
-        })?;
+        .map_err(|e| Error::topic(topic, format!("metadata lookup failed: {e}")))?;
         match found {
             Err(Error::Kafka { context, source }) => Err(self.explained(context, source).await),
             other => other,
         }
     }
-}
-
-/// Timeouts of one admin request: well under the replication connection's keepalive budget
-/// (`wal_sender_timeout` / 2 = 30 s by default).
-fn admin_options() -> AdminOptions {
-    AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(10)))
 }
 
 /// Whether the broker refused to create a topic for good (bad name, settings or rights), as
@@ -308,7 +344,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_definitive_refusals_stop_the_source() {
+    fn only_definitive_refusals_are_refusals() {
         for code in [
             RDKafkaErrorCode::InvalidTopic,
             RDKafkaErrorCode::TopicAuthorizationFailed,
@@ -322,11 +358,6 @@ mod tests {
             RDKafkaErrorCode::BrokerNotAvailable,
         ] {
             assert!(!refusal(code), "{code}");
-            let e = Error::Kafka {
-                context: "creating topic t".into(),
-                source: KafkaError::AdminOp(code),
-            };
-            assert!(e.is_retryable(), "{code}");
         }
     }
 }
