@@ -1,6 +1,6 @@
 //! Loading real connector-shaped files: unknown and missing keys name the key and the file.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 use figment::providers::Env;
 use serde::Deserialize;

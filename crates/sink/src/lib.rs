@@ -38,12 +38,15 @@
 //! # }
 //! ```
 
+// Items are crate-private unless the crate's users (the binary, tests) need them.
+#![warn(unreachable_pub)]
+
 mod batch;
 pub mod config;
-mod consumer;
+mod dead_letter;
 mod discard;
-mod dlq;
 mod error;
+mod kafka;
 pub mod metrics;
 mod monitor;
 mod partitions;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::config::SinkConfig;
-use crate::consumer::Watermarks;
+use crate::kafka::Watermarks;
 use crate::metrics::TargetMetrics;
 use crate::progress::{Progress, lock};
 use crate::sleep_or_stop;
@@ -34,7 +34,7 @@ pub(crate) async fn held_gauges(target: &str, metrics: &TargetMetrics, store: &S
 /// applied-up-to figure of partitions consumed to their high watermarks
 /// ([`Applied::with_watermarks`]): the watermarks are read after the state they are
 /// compared with.
-pub(crate) async fn lag_loop(
+pub(crate) async fn run(
     config: Arc<SinkConfig>,
     metrics: TargetMetrics,
     positions: Arc<Mutex<Progress>>,
@@ -52,7 +52,7 @@ pub(crate) async fn lag_loop(
             && let Ok(parts) = marks.partitions().await
             && let Ok(w) = marks.fetch(&parts).await
         {
-            metrics.lag.set(crate::consumer::lag(&w, &stored) as f64);
+            metrics.lag.set(crate::kafka::lag(&w, &stored) as f64);
             let figure = applied.with_watermarks(&stored, &w);
             let mut p = lock(&positions);
             if p.epoch == epoch {

@@ -27,9 +27,9 @@ use walcast_pgoutput::Lsn;
 
 use crate::batch::{self, ApplyStats};
 use crate::config::SinkConfig;
-use crate::consumer::{self, Source};
-use crate::dlq::Dlq;
+use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
+use crate::kafka::{self, Consumer};
 use crate::metrics::TargetMetrics;
 use crate::monitor::{self, HELD_REFRESH};
 use crate::partitions::{self, Decision};
@@ -48,7 +48,7 @@ pub(crate) struct TargetCtx {
     pub(crate) config: Arc<SinkConfig>,
     pub(crate) projections: Arc<Projections>,
     pub(crate) schema: Arc<Vec<(String, String)>>,
-    pub(crate) dlq: Dlq,
+    pub(crate) dlq: DeadLetters,
     pub(crate) metrics: TargetMetrics,
     pub(crate) readiness: Readiness,
 }
@@ -75,7 +75,7 @@ struct Synced {
 /// With `given`, uses that connection, prepared by its owner (a rebuild's).
 async fn sync(
     ctx: &TargetCtx,
-    source: &Source,
+    source: &Consumer,
     schema: bool,
     given: Option<Store>,
 ) -> Result<Synced> {
@@ -120,9 +120,9 @@ async fn sync(
 /// misconfigured: wrong credentials, missing database) is retried while the others run, so
 /// one bad target never stops the read DB and the other replicas.
 pub(crate) async fn run(ctx: TargetCtx, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let source = Source::new(&ctx.config, &ctx.group)?;
+    let source = Consumer::new(&ctx.config, &ctx.group)?;
     let positions: Arc<Mutex<Progress>> = Arc::default();
-    let lag_task = tokio::spawn(monitor::lag_loop(
+    let lag_task = tokio::spawn(monitor::run(
         ctx.config.clone(),
         ctx.metrics.clone(),
         positions.clone(),
@@ -165,7 +165,7 @@ const GOAL_IDLE: Duration = Duration::from_secs(15);
 /// the stored offsets; an error or a move of the offsets by someone else ends it too.
 pub(crate) async fn consume(
     ctx: &TargetCtx,
-    source: &Source,
+    source: &Consumer,
     positions: &Mutex<Progress>,
     stop: &mut watch::Receiver<bool>,
     mut goal: Option<Goal<'_>>,
@@ -178,7 +178,7 @@ pub(crate) async fn consume(
     // A rebuild's connection comes with its schema applied.
     let mut need_schema = goal.is_none();
     let refresh = Duration::from_secs(config.kafka.metadata_refresh_secs.max(1));
-    let limits = consumer::Limits::of(config);
+    let limits = kafka::Limits::of(config);
     'connect: while !*stop.borrow() {
         let Synced {
             mut store,

@@ -93,7 +93,7 @@ impl Applied {
     }
 }
 
-/// What the consuming task has committed, shared with the lag monitor ([`crate::monitor::lag_loop`]).
+/// What the consuming task has committed, shared with the lag monitor ([`crate::monitor::run`]).
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     /// Bumped on every (re)connect: a figure computed from an older state is not used.

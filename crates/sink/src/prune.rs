@@ -38,7 +38,7 @@ use rdkafka::Timestamp;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 
 use crate::config::SinkConfig;
-use crate::dlq::{DeadLetter, Dlq};
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
 use crate::metrics::PruneMetrics;
 use crate::projection::{RejectKind, Rejection};
@@ -69,7 +69,7 @@ pub(crate) struct PruneCtx {
     processed_window: Duration,
     tombstone_window: Duration,
     registry: Registry,
-    dlq: Dlq,
+    dlq: DeadLetters,
 }
 
 impl PruneCtx {
@@ -77,7 +77,7 @@ impl PruneCtx {
         config: &SinkConfig,
         target: &str,
         registry: &Registry,
-        dlq: Dlq,
+        dlq: DeadLetters,
     ) -> Option<Self> {
         let t = config.targets.get(target)?;
         Some(PruneCtx {

@@ -23,9 +23,9 @@ use walcast_telemetry::metrics::Registry;
 
 use crate::batch::{ApplyStats, Batch};
 use crate::config::{SinkConfig, TargetConfig};
-use crate::consumer::{Source, Watermarks};
-use crate::dlq::Dlq;
+use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
+use crate::kafka::{Consumer, Watermarks};
 use crate::metrics::TargetMetrics;
 use crate::pipeline::{self, Goal, TargetCtx};
 use crate::progress;
@@ -89,7 +89,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         .await
         .map_err(pg("emptying the target"))?;
 
-    let source = Source::new(config, &group)?;
+    let source = Consumer::new(config, &group)?;
     let marks = Watermarks::new(config)?;
     let ends = marks.fetch(&source.partitions().await?).await?;
     let total: i64 = ends.values().map(|(low, high)| high - low).sum();
@@ -106,7 +106,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         config: Arc::new(config.clone()),
         projections: Arc::new(projections),
         schema: Arc::new(schema),
-        dlq: Dlq::new(config)?.for_target(target),
+        dlq: DeadLetters::new(config)?.for_target(target),
         // The rebuild's process serves no metrics and no readiness.
         metrics: TargetMetrics::new(&Registry::default(), target),
         readiness: Readiness::new(Health::default(), [target.to_owned()]),

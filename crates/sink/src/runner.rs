@@ -16,12 +16,12 @@ use walcast_telemetry::admin::{self, Health};
 use walcast_telemetry::metrics::Registry;
 
 use crate::config::SinkConfig;
-use crate::dlq::Dlq;
+use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
 use crate::metrics::TargetMetrics;
 use crate::pipeline::{self, TargetCtx};
 use crate::projection::Projections;
-use crate::{consumer, prune};
+use crate::{kafka, prune};
 
 /// Longest reason `/ready` gives for a target.
 const WHY_BYTES: usize = 1024;
@@ -131,13 +131,13 @@ impl Sink {
     /// and by `walcast_sink_target_up`, while the others run.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let config = &self.config;
-        let dlq = Dlq::new(config)?;
-        let partitions = consumer::Watermarks::new(config)?
+        let dlq = DeadLetters::new(config)?;
+        let partitions = kafka::Watermarks::new(config)?
             .partitions()
             .await
             .map(|p| p.len())
             .unwrap_or(1);
-        if let Err(e) = Dlq::ensure_topic(config, partitions as i32).await {
+        if let Err(e) = DeadLetters::ensure_topic(config, partitions as i32).await {
             warn!(error = %e, topic = %config.dlq_topic(), "could not ensure the DLQ topic");
         }
         let readiness = Readiness::new(self.health.clone(), config.targets.keys().cloned());
@@ -205,6 +205,9 @@ pub async fn serve(
     let registry = Registry::default();
     let health = Health::default();
     let sink = Sink::new(config, registry.clone(), health.clone())?;
+    if let Ok(addr) = listener.local_addr() {
+        info!(listen = %addr, "admin endpoint: /health /ready /metrics");
+    }
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(listener, registry, health, async move {
         let _ = stop_rx.wait_for(|s| *s).await;

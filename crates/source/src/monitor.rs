@@ -36,7 +36,7 @@ pub const HEARTBEAT_PREFIX: &str = "walcast.heartbeat";
 
 /// What the monitor does and how often.
 #[derive(Debug, Clone)]
-pub struct MonitorConfig {
+pub(crate) struct MonitorConfig {
     pub connect: Dsn,
     pub slot: String,
     pub lag_interval: Duration,
@@ -45,7 +45,7 @@ pub struct MonitorConfig {
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(
+pub(crate) async fn run(
     config: MonitorConfig,
     metrics: SourceMetrics,
     health: Health,

@@ -14,7 +14,7 @@
 //! One task owns the [`ChangeStream`] and `select!`s its `next()` against acknowledgements,
 //! so the confirmed position reaches Postgres while the source waits for WAL, and standby
 //! status updates keep flowing while it waits for the broker (`next()` is cancel safe).
-//! When is an LSN confirmed: see [`crate::ledger`]. How a topic is prepared the first time a
+//! When is an LSN confirmed: see [`crate::progress`]. How a topic is prepared the first time a
 //! record goes to it (and when its rows are dead-lettered instead): see [`topics`].
 //!
 //! # Bounded memory
@@ -44,10 +44,10 @@ use walcast_telemetry::admin::Health;
 
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
-use crate::ledger::{Ledger, TxnId};
+use crate::kafka::{Ack, Meta, Producer};
 use crate::metrics::SourceMetrics;
 use crate::outbox::{FRAMING_BYTES, Letter, Routed, Router, TopicTemplate};
-use crate::producer::{Ack, Meta, Producer};
+use crate::progress::{Ledger, TxnId};
 use crate::record::{Record, RecordKind, TxnMeta};
 use crate::stopped;
 
@@ -58,7 +58,7 @@ mod topics;
 const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// Where records go: a producer, or nowhere (`--discard`).
-pub(crate) enum Sink {
+pub(crate) enum Output {
     Kafka {
         producer: Producer,
         admin: TopicAdmin,
@@ -72,7 +72,7 @@ pub(crate) struct Pipeline {
     config: Arc<SourceConfig>,
     changes: ChangeStream,
     router: Router,
-    sink: Sink,
+    output: Output,
     acks_rx: mpsc::UnboundedReceiver<Ack>,
     /// For producers made later (topics with a lower `max.message.bytes`); also keeps the
     /// channel open in discard mode (no producer holds a sender).
@@ -103,7 +103,7 @@ impl Pipeline {
     pub(crate) fn new(
         config: Arc<SourceConfig>,
         changes: ChangeStream,
-        sink: Sink,
+        output: Output,
         acks: (mpsc::UnboundedSender<Ack>, mpsc::UnboundedReceiver<Ack>),
         known_topics: HashMap<Arc<str>, usize>,
         metrics: SourceMetrics,
@@ -121,7 +121,7 @@ impl Pipeline {
                 .filter(|t| !t.is_fixed()),
             config,
             changes,
-            sink,
+            output,
             acks_rx: acks.1,
             acks_tx: acks.0,
             ledger: Ledger::new(start),
@@ -227,7 +227,10 @@ impl Pipeline {
                         );
                         self.produce(id, record, true).await?;
                     }
-                    Routed::Skipped(_) => self.metrics.skipped.inc(),
+                    Routed::Skipped(why) => {
+                        tracing::trace!(?why, "change skipped");
+                        self.metrics.skipped.inc();
+                    }
                 }
             }
         }
@@ -240,7 +243,7 @@ impl Pipeline {
         if record.kind == RecordKind::Event {
             self.metrics.events_routed.inc();
         }
-        if matches!(self.sink, Sink::Discard) {
+        if matches!(self.output, Output::Discard) {
             // Discard: as if acknowledged at once; nothing is ever confirmed.
             if counted {
                 self.ledger.produced(txn);
@@ -272,7 +275,7 @@ impl Pipeline {
             lsn: record.lsn,
         });
         loop {
-            let Sink::Kafka { producer, .. } = &self.sink else {
+            let Output::Kafka { producer, .. } = &self.output else {
                 return Ok(());
             };
             let producer = self.capped_producer(limit).unwrap_or(producer);
@@ -383,7 +386,7 @@ impl Pipeline {
 
     /// Reports the confirmable LSN, if it moved (never in discard mode).
     async fn confirm(&mut self) -> Result<()> {
-        if matches!(self.sink, Sink::Discard) {
+        if matches!(self.output, Output::Discard) {
             return Ok(());
         }
         if let Some(lsn) = self.ledger.take() {
@@ -395,7 +398,7 @@ impl Pipeline {
 
     /// Once a second: let status updates go out while blocked, and watch for a stalled broker.
     async fn on_tick(&mut self) -> Result<()> {
-        if !matches!(self.sink, Sink::Discard) {
+        if !matches!(self.output, Output::Discard) {
             // Sends a standby status update if one is due, even while reading is paused.
             let at = self.ledger.confirmable();
             self.changes.confirm(at).await?;

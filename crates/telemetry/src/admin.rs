@@ -116,6 +116,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

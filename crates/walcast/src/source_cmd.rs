@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use walcast_source::{Options, SourceConfig};
+use walcast_telemetry::admin;
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
@@ -32,6 +33,9 @@ pub async fn run(args: SourceArgs) -> anyhow::Result<()> {
     let options = Options {
         discard: args.discard,
     };
-    walcast_source::serve(config, options, walcast_source::shutdown_signal()).await?;
+    let listener = admin::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("binding the admin endpoint {}", config.admin.listen))?;
+    walcast_source::serve(config, options, listener, crate::shutdown_signal()).await?;
     Ok(())
 }

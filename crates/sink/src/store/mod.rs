@@ -42,7 +42,7 @@ use walcast_postgres::{Dsn, connect_sql};
 
 use self::apply::{Flight, in_order};
 use crate::batch::{self, ApplyStats, Batch, Events, Exec, Planned};
-use crate::dlq::{DeadLetter, Dlq};
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
 use crate::projection::{Projections, RejectKind, Rejection};
 use crate::sql;
@@ -162,7 +162,7 @@ impl Store {
         batch: &mut Batch,
         records: &[rdkafka::message::OwnedMessage],
         expected: &BTreeMap<i32, i64>,
-        dlq: &Dlq,
+        dlq: &DeadLetters,
     ) -> Result<Outcome> {
         let work = Work {
             projections,
@@ -533,7 +533,7 @@ struct Work<'a> {
     records: &'a [rdkafka::message::OwnedMessage],
     /// What the task believes `walcast_offsets` holds.
     expected: &'a BTreeMap<i32, i64>,
-    dlq: &'a Dlq,
+    dlq: &'a DeadLetters,
 }
 
 impl<'a> Work<'a> {

@@ -10,7 +10,7 @@ use crate::outbox::TopicTemplate;
 
 /// Every column the config reads, with the key that names it: `("[outbox.columns] key",
 /// "aggregate_id")`.
-pub fn configured_columns(config: &SourceConfig) -> Vec<(String, String)> {
+pub(crate) fn configured_columns(config: &SourceConfig) -> Vec<(String, String)> {
     let c = &config.outbox.columns;
     let mut out = vec![
         ("[outbox.columns] id".to_owned(), c.id.clone()),
@@ -40,7 +40,7 @@ pub fn configured_columns(config: &SourceConfig) -> Vec<(String, String)> {
 
 /// Fails with [`Error::MissingTable`] or [`Error::MissingColumn`] (naming the column and the
 /// config key) unless the outbox table has every configured column.
-pub async fn check_columns(client: &Client, config: &SourceConfig) -> Result<()> {
+pub(crate) async fn check_columns(client: &Client, config: &SourceConfig) -> Result<()> {
     let table = config.table();
     let row = client
         .query_one(

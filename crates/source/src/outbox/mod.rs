@@ -16,12 +16,11 @@
 //! common case of a typo before anything is read).
 
 mod columns;
-mod dead_letter;
 mod template;
 
-pub use columns::{check_columns, configured_columns};
-pub use dead_letter::{DeadLetter, Letter};
-pub use template::{TopicTemplate, check_topic_name, glob_match};
+pub(crate) use crate::dead_letter::{DeadLetter, Letter};
+pub(crate) use columns::check_columns;
+pub(crate) use template::{TopicTemplate, check_topic_name, glob_match};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +37,7 @@ use crate::record::{self, HeaderName, Record, RecordKind, TxnMeta};
 
 /// What became of a change.
 #[derive(Debug)]
-pub enum Routed {
+pub(crate) enum Routed {
     /// An outbox event for Kafka.
     Event(Record),
     /// A row that could not be mapped, as a record for the DLQ topic.
@@ -49,7 +48,7 @@ pub enum Routed {
 
 /// Why a change was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
+pub(crate) enum Skip {
     /// A change of a table other than the outbox.
     OtherTable,
     /// An UPDATE, DELETE or TRUNCATE of the outbox (`invalid_op` ignore or warn).
@@ -87,7 +86,7 @@ pub(crate) struct Names {
 
 /// The router; one per source. See the module docs.
 #[derive(Debug)]
-pub struct Router {
+pub(crate) struct Router {
     table: TableName,
     config: crate::config::ColumnsConfig,
     headers: Vec<(HeaderName, String)>,
@@ -112,7 +111,7 @@ pub(crate) const FRAMING_BYTES: usize = 512;
 const MAX_CACHED_TOPICS: usize = 4096;
 
 impl Router {
-    pub fn new(config: &SourceConfig) -> Router {
+    pub(crate) fn new(config: &SourceConfig) -> Router {
         let template = TopicTemplate::parse(&config.kafka.topic).unwrap_or_else(|_| {
             TopicTemplate::parse("catalog.events").unwrap_or_else(|_| unreachable!())
         });
@@ -154,17 +153,17 @@ impl Router {
     }
 
     /// The dead-letter builder (also used for records the broker refuses).
-    pub fn dead_letters(&self) -> &DeadLetter {
+    pub(crate) fn dead_letters(&self) -> &DeadLetter {
         &self.dead_letters
     }
 
     /// The dead-letter builder, to lower its size bound to the DLQ topic's.
-    pub fn dead_letters_mut(&mut self) -> &mut DeadLetter {
+    pub(crate) fn dead_letters_mut(&mut self) -> &mut DeadLetter {
         &mut self.dead_letters
     }
 
     /// Routes one change of the transaction `txn`.
-    pub fn route(&mut self, change: &Change, txn: &TxnMeta) -> Result<Routed> {
+    pub(crate) fn route(&mut self, change: &Change, txn: &TxnMeta) -> Result<Routed> {
         if change.op == Op::Message {
             return Ok(Routed::Skipped(Skip::Message));
         }

@@ -3,7 +3,7 @@
 
 /// A parsed `[kafka] topic`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicTemplate {
+pub(crate) struct TopicTemplate {
     parts: Vec<Part>,
 }
 
@@ -18,7 +18,7 @@ const MAX_TOPIC_LEN: usize = 249;
 
 impl TopicTemplate {
     /// Parses a topic name or template; the error says what is wrong.
-    pub fn parse(s: &str) -> Result<TopicTemplate, String> {
+    pub(crate) fn parse(s: &str) -> Result<TopicTemplate, String> {
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(open) = rest.find('{') {
@@ -60,12 +60,12 @@ impl TopicTemplate {
     }
 
     /// No placeholders: every event goes to the same topic.
-    pub fn is_fixed(&self) -> bool {
+    pub(crate) fn is_fixed(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
     }
 
     /// The columns the template reads.
-    pub fn columns(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn columns(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Column(c) => Some(c.as_str()),
             Part::Literal(_) => None,
@@ -74,7 +74,7 @@ impl TopicTemplate {
 
     /// Whether `name` is a topic this template can render (each placeholder matching any
     /// non-empty run).
-    pub fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         let pattern: String = self
             .parts
             .iter()
@@ -88,7 +88,7 @@ impl TopicTemplate {
 
     /// The topic for a row; `value` gives a column's text (`None`: null). The error names the
     /// problem (a null column, or a value that makes an invalid topic name).
-    pub fn render<'a>(
+    pub(crate) fn render<'a>(
         &self,
         mut value: impl FnMut(&str) -> Option<&'a str>,
     ) -> Result<String, String> {
@@ -107,7 +107,7 @@ impl TopicTemplate {
 }
 
 /// Kafka's rules for a topic name.
-pub fn check_topic_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {
         return Err(format!("'{name}' is not a valid topic name"));
     }
@@ -129,7 +129,7 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters (possibly
 /// none) and everything else matches itself. Works on bytes: nothing is sliced.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut i, mut j) = (0, 0);
     // Where the last `*` was, and where in `name` its match currently ends.

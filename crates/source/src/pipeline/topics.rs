@@ -13,10 +13,10 @@ use walcast_kafka::TopicSpec;
 use walcast_pgoutput::Lsn;
 use walcast_replication::ChangeStream;
 
-use super::{Pipeline, Sink};
+use super::{Output, Pipeline};
 use crate::error::{Error, Result};
+use crate::kafka::{Producer, capped_client_config};
 use crate::outbox::Letter;
-use crate::producer::{Producer, capped_client_config};
 use crate::record::{Record, RecordKind};
 
 /// The longest one topic may take to be listed, created or checked. Status updates keep
@@ -68,7 +68,7 @@ impl Pipeline {
         if let Some(&limit) = self.known_topics.get(&record.topic) {
             return Ok(Ok(limit));
         }
-        let Sink::Kafka { admin, .. } = &self.sink else {
+        let Output::Kafka { admin, .. } = &self.output else {
             return Ok(Ok(usize::MAX));
         };
         let topic = &*record.topic;

@@ -61,7 +61,7 @@ use walcast_pgoutput::Lsn;
 
 /// Identifies a transaction entry in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TxnId(u64);
+pub(crate) struct TxnId(u64);
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -89,7 +89,7 @@ impl Entry {
 
 /// See the module docs.
 #[derive(Debug, Clone)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     /// Id of `entries[0]`.
     first: u64,
     entries: VecDeque<Entry>,
@@ -99,7 +99,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// Starts at `start` (the position streaming resumed from).
-    pub fn new(start: Lsn) -> Ledger {
+    pub(crate) fn new(start: Lsn) -> Ledger {
         Ledger {
             first: 0,
             entries: VecDeque::new(),
@@ -109,7 +109,7 @@ impl Ledger {
     }
 
     /// A transaction began.
-    pub fn begin(&mut self) -> TxnId {
+    pub(crate) fn begin(&mut self) -> TxnId {
         self.entries.push_back(Entry {
             state: State::Open,
             outstanding: 0,
@@ -118,14 +118,14 @@ impl Ledger {
     }
 
     /// One record of `txn` was handed to the producer.
-    pub fn produced(&mut self, txn: TxnId) {
+    pub(crate) fn produced(&mut self, txn: TxnId) {
         if let Some(e) = self.entry(txn) {
             e.outstanding += 1;
         }
     }
 
     /// One record of `txn` was acknowledged by the broker.
-    pub fn acknowledged(&mut self, txn: TxnId) {
+    pub(crate) fn acknowledged(&mut self, txn: TxnId) {
         if let Some(e) = self.entry(txn) {
             e.outstanding = e.outstanding.saturating_sub(1);
         }
@@ -133,7 +133,7 @@ impl Ledger {
     }
 
     /// The Commit of `txn` was read; its end LSN is `end`.
-    pub fn commit(&mut self, txn: TxnId, end: Lsn) {
+    pub(crate) fn commit(&mut self, txn: TxnId, end: Lsn) {
         if let Some(e) = self.entry(txn) {
             e.state = State::Committed(end);
         }
@@ -143,7 +143,7 @@ impl Ledger {
 
     /// The connection broke before the Commit of `txn` was read: the transaction comes again
     /// as a new entry; this one only waits for the records already produced for it.
-    pub fn interrupted(&mut self, txn: TxnId) {
+    pub(crate) fn interrupted(&mut self, txn: TxnId) {
         if let Some(e) = self.entry(txn)
             && e.state == State::Open
         {
@@ -154,7 +154,7 @@ impl Ledger {
     }
 
     /// A non-transactional message at `lsn` (nothing to deliver).
-    pub fn message(&mut self, lsn: Lsn) {
+    pub(crate) fn message(&mut self, lsn: Lsn) {
         self.entries.push_back(Entry {
             state: State::Committed(lsn),
             outstanding: 0,
@@ -164,7 +164,7 @@ impl Ledger {
     }
 
     /// The confirmable LSN if it moved since the last call.
-    pub fn take(&mut self) -> Option<Lsn> {
+    pub(crate) fn take(&mut self) -> Option<Lsn> {
         (self.confirmable > self.taken).then(|| {
             self.taken = self.confirmable;
             self.confirmable
@@ -172,17 +172,18 @@ impl Ledger {
     }
 
     /// Highest LSN that may be confirmed.
-    pub fn confirmable(&self) -> Lsn {
+    pub(crate) fn confirmable(&self) -> Lsn {
         self.confirmable
     }
 
     /// Transactions (and messages) not yet confirmable.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether the newest entry is a transaction whose Commit has not been read.
-    pub fn in_transaction(&self) -> bool {
+    pub(crate) fn in_transaction(&self) -> bool {
         self.entries.back().is_some_and(|e| e.state == State::Open)
     }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use tracing::warn;
 use crate::config::SinkConfig;
 use crate::error::{Error, Result};
 
-pub(crate) struct Source {
+pub(crate) struct Consumer {
     consumer: Arc<StreamConsumer>,
     /// A record received after a batch was full by bytes: the first of the next batch.
     carry: std::sync::Mutex<Option<OwnedMessage>>,
@@ -33,9 +33,9 @@ pub(crate) struct Source {
     client_config: ClientConfig,
 }
 
-impl std::fmt::Debug for Source {
+impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source")
+        f.debug_struct("Consumer")
             .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
@@ -58,13 +58,13 @@ pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
     ])
 }
 
-impl Source {
-    pub(crate) fn new(config: &SinkConfig, group: &str) -> Result<Source> {
+impl Consumer {
+    pub(crate) fn new(config: &SinkConfig, group: &str) -> Result<Consumer> {
         let client_config = client_config(config, group);
         let consumer: StreamConsumer = client_config.create().map_err(Error::kafka(format!(
             "creating the consumer of group {group}"
         )))?;
-        Ok(Source {
+        Ok(Consumer {
             consumer: Arc::new(consumer),
             carry: std::sync::Mutex::default(),
             topic: config.kafka.topic.clone(),
@@ -190,7 +190,7 @@ pub(crate) fn record_bytes(m: &OwnedMessage) -> usize {
 }
 
 /// The partitions of `topic`, sorted; [`Error::NoTopic`] if it has none.
-async fn topic_partitions<C: Consumer + Send + Sync + 'static>(
+async fn topic_partitions<C: rdkafka::consumer::Consumer + Send + Sync + 'static>(
     consumer: Arc<C>,
     topic: &str,
     brokers: &str,

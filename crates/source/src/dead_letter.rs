@@ -45,7 +45,7 @@ use crate::record::{self, HeaderName, Record, RecordKind};
 
 /// What is known about a row that becomes a dead letter.
 #[derive(Debug, Default)]
-pub struct Letter {
+pub(crate) struct Letter {
     /// One word: see the module docs.
     pub kind: &'static str,
     /// For a human: what went wrong and what to do.
@@ -61,14 +61,14 @@ pub struct Letter {
 
 /// Builds dead-letter records for one DLQ topic.
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     topic: Arc<str>,
     table: Bytes,
     max_message_bytes: usize,
 }
 
 impl DeadLetter {
-    pub fn new(topic: &str, table: &TableName, max_message_bytes: usize) -> DeadLetter {
+    pub(crate) fn new(topic: &str, table: &TableName, max_message_bytes: usize) -> DeadLetter {
         DeadLetter {
             topic: Arc::from(topic),
             table: Bytes::from(format!("{}.{}", table.schema, table.name)),
@@ -77,17 +77,17 @@ impl DeadLetter {
     }
 
     /// The DLQ topic.
-    pub fn topic(&self) -> &Arc<str> {
+    pub(crate) fn topic(&self) -> &Arc<str> {
         &self.topic
     }
 
     /// Lowers the size bound to `max` bytes (the DLQ topic's `max.message.bytes`, once known).
-    pub fn limit_to(&mut self, max: usize) {
+    pub(crate) fn limit_to(&mut self, max: usize) {
         self.max_message_bytes = self.max_message_bytes.min(max);
     }
 
     /// The record for `letter`, cut to fit (see the module docs).
-    pub fn record(&self, letter: Letter) -> Record {
+    pub(crate) fn record(&self, letter: Letter) -> Record {
         let mut headers = letter.headers;
         headers.push((record::ERROR.into(), Bytes::from(letter.error)));
         headers.push((
@@ -112,7 +112,7 @@ impl DeadLetter {
     }
 
     /// The row as a JSON object, for the value of a dead letter.
-    pub fn row_json(relation: &Relation, tuple: &TupleData) -> Option<Bytes> {
+    pub(crate) fn row_json(relation: &Relation, tuple: &TupleData) -> Option<Bytes> {
         let row = tuple_to_json(relation, tuple).ok()?;
         serde_json::to_vec(&serde_json::Value::Object(row.values))
             .ok()

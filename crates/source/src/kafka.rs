@@ -31,13 +31,13 @@ use walcast_pgoutput::Lsn;
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
-use crate::ledger::TxnId;
 use crate::metrics::SourceMetrics;
+use crate::progress::TxnId;
 use crate::record::{HeaderName, Record, RecordKind};
 
 /// What the pipeline needs to know about a record when its acknowledgement arrives.
 #[derive(Debug)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub txn: TxnId,
     pub kind: RecordKind,
     pub bytes: usize,
@@ -47,14 +47,14 @@ pub struct Meta {
 
 /// The outcome of one record.
 #[derive(Debug)]
-pub struct Ack {
+pub(crate) struct Ack {
     pub meta: Box<Meta>,
     pub result: std::result::Result<(), Refused>,
 }
 
 /// A record the broker (or librdkafka) refused, with what is needed to dead-letter it.
 #[derive(Debug)]
-pub struct Refused {
+pub(crate) struct Refused {
     pub error: KafkaError,
     pub topic: String,
     pub key: Option<Bytes>,
@@ -118,7 +118,7 @@ impl ProducerContext for Context {
 
 /// The source's producer. Dropping it abandons unacknowledged records (they are produced
 /// again after the restart that follows, from the confirmed LSN).
-pub struct Producer {
+pub(crate) struct Producer {
     inner: ThreadedProducer<Context>,
 }
 
@@ -131,7 +131,7 @@ impl std::fmt::Debug for Producer {
 /// The librdkafka settings of the source's producer: walcast's defaults, the operator's
 /// `[kafka.properties]` (with the connection's TLS and SASL settings), then the protected
 /// settings.
-pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
     let queue_messages = (config.max_in_flight * 2).max(100_000).to_string();
     let queue_kbytes = (config.max_in_flight_bytes / 1024 * 2)
         .max(64 * 1024)
@@ -158,7 +158,7 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
 /// whose `max.message.bytes` is at least `bound` but below `[kafka] max_message_bytes`, which
 /// the broker checks against whole batches (a larger batch is refused with the small records
 /// in it). A single record is checked against its topic's limit before it is sent.
-pub fn capped_client_config(config: &KafkaConfig, bound: usize) -> ClientConfig {
+pub(crate) fn capped_client_config(config: &KafkaConfig, bound: usize) -> ClientConfig {
     let mut c = client_config(config);
     let cap = bound.saturating_sub(crate::outbox::FRAMING_BYTES).max(1);
     let batch = config
@@ -172,7 +172,7 @@ pub fn capped_client_config(config: &KafkaConfig, bound: usize) -> ClientConfig 
 
 impl Producer {
     /// A producer whose acknowledgements go to `acks`.
-    pub fn new(
+    pub(crate) fn new(
         config: &KafkaConfig,
         metrics: SourceMetrics,
         acks: mpsc::UnboundedSender<Ack>,
@@ -181,7 +181,7 @@ impl Producer {
     }
 
     /// A producer with these librdkafka settings (see [`capped_client_config`]).
-    pub fn with(
+    pub(crate) fn with(
         config: ClientConfig,
         metrics: SourceMetrics,
         acks: mpsc::UnboundedSender<Ack>,
@@ -195,7 +195,7 @@ impl Producer {
     /// Hands `record` to librdkafka (which copies it). On error the meta comes back with it:
     /// `QueueFull` means wait for acknowledgements and try again; anything else is final
     /// for this record.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         record: &Record,
         meta: Box<Meta>,

@@ -63,7 +63,7 @@ pub(crate) struct DeadLetter<'a> {
 
 /// A producer to the dead-letter topic, shared by the targets.
 #[derive(Clone)]
-pub(crate) struct Dlq {
+pub(crate) struct DeadLetters {
     producer: FutureProducer,
     topic: String,
     target: String,
@@ -71,17 +71,17 @@ pub(crate) struct Dlq {
     budget: usize,
 }
 
-impl std::fmt::Debug for Dlq {
+impl std::fmt::Debug for DeadLetters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dlq")
+        f.debug_struct("DeadLetters")
             .field("topic", &self.topic)
             .field("target", &self.target)
             .finish()
     }
 }
 
-impl Dlq {
-    pub(crate) fn new(config: &SinkConfig) -> Result<Dlq> {
+impl DeadLetters {
+    pub(crate) fn new(config: &SinkConfig) -> Result<DeadLetters> {
         // The properties are shared with the consumers: only the producer's share applies.
         let c = config.kafka.client().producer_config(&[
             ("enable.idempotence", "true"),
@@ -89,7 +89,7 @@ impl Dlq {
             ("linger.ms", "5"),
             ("message.timeout.ms", "30000"),
         ]);
-        Ok(Dlq {
+        Ok(DeadLetters {
             producer: c
                 .create()
                 .map_err(Error::kafka("creating the DLQ producer"))?,
@@ -100,8 +100,8 @@ impl Dlq {
     }
 
     /// The same producer, labelling records with `target`.
-    pub(crate) fn for_target(&self, target: &str) -> Dlq {
-        Dlq {
+    pub(crate) fn for_target(&self, target: &str) -> DeadLetters {
+        DeadLetters {
             target: target.to_owned(),
             ..self.clone()
         }
