@@ -29,12 +29,17 @@
 //!   missing row, and every event of a key held behind a database refusal, waits in
 //!   `walcast_held` until it can apply (`plan.rs`; [`discard()`] releases a held key).
 //!
+//! The files are named like the source's for the same jobs (`docs/architecture.md`).
+//!
 //! ```no_run
-//! # async fn demo() -> Result<(), walcast_sink::Error> {
-//! use walcast_telemetry::{admin::Health, metrics::Registry};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = walcast_sink::SinkConfig::load("connectors/catalog-read-sink.toml".as_ref())?;
-//! let sink = walcast_sink::Sink::new(config, Registry::default(), Health::default())?;
-//! sink.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! let listener = tokio::net::TcpListener::bind(config.admin.listen).await?;
+//! walcast_sink::serve(config, listener, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(())
 //! # }
 //! ```
 

@@ -17,26 +17,31 @@
 //!                      Ledger ─▶ confirm(commit end LSN) ─▶ slot's confirmed_flush_lsn
 //! ```
 //!
+//! The files, named like the sink's for the same jobs (`docs/architecture.md`):
+//!
 //! * [`record`]: the record layout (headers and what they hold).
-//! * [`outbox`]: routing, topic templates, dead letters, the start-up column check.
-//! * [`ledger`]: **progress tracking** — exactly when an LSN may be confirmed, and what
+//! * `outbox/`: routing, topic templates, the start-up column check; `dead_letter.rs`: what
+//!   cannot be published, and how a dead letter always fits.
+//! * `progress.rs`: **the confirm rule** — exactly when an LSN may be confirmed, and what
 //!   happens on `kill -9`, a broker outage or a shutdown mid-transaction.
-//! * `pipeline`: the loop, bounded in-flight records, graceful shutdown.
-//! * [`topic`]: topic creation and layout checks (also used by `walcast topic create`).
-//! * [`metrics`]: metric names; `/health`, `/ready` and `/metrics` are served by [`serve`].
+//! * `pipeline.rs`: the loop, bounded in-flight records, graceful shutdown; `kafka.rs`: the
+//!   producer; `monitor.rs`: slot lag, stall detection, heartbeat.
+//! * `runner.rs`: the supervisor ([`Source`]) and [`serve`]; [`metrics`]: metric names.
 //!
 //! Errors are one type, [`Error`]; retryable ones make the source start over from the
 //! confirmed LSN with backoff ([`Source::run`]), the others stop it with a message naming
 //! the cause and the fix.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), walcast_source::Error> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use walcast_source::{Options, SourceConfig};
 //! let config = SourceConfig::load("connectors/catalog-outbox-source.toml".as_ref())?;
-//! walcast_source::serve(config, Options::default(), async {
+//! let listener = tokio::net::TcpListener::bind(config.admin.listen).await?;
+//! walcast_source::serve(config, Options::default(), listener, async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })
-//! .await
+//! .await?;
+//! # Ok(())
 //! # }
 //! ```
 
