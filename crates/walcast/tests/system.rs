@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::stack::dechunk;
 use crate::support::{WALCAST, free_port};
 
 struct System {
@@ -174,24 +175,6 @@ fn http(
     };
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     Response { status, head, body }
-}
-
-/// The body of a chunked response (sizes in hex, each chunk followed by CRLF).
-fn dechunk(mut s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&s[..eol]);
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        let Some(chunk) = s.get(eol + 2..eol + 2 + n) else {
-            break;
-        };
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(chunk);
-        s = s.get(eol + 4 + n..).unwrap_or_default();
-    }
-    out
 }
 
 #[test]

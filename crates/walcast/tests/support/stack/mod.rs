@@ -460,7 +460,7 @@ fn split_head(resp: &[u8]) -> (String, &[u8]) {
 }
 
 /// The body of a chunked response (sizes in hex, each chunk followed by CRLF).
-fn dechunk(mut s: &[u8]) -> Vec<u8> {
+pub fn dechunk(mut s: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
         let size = String::from_utf8_lossy(&s[..eol]);
