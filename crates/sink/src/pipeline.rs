@@ -31,11 +31,11 @@ use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
 use crate::kafka::{self, Consumer};
 use crate::metrics::TargetMetrics;
+use crate::monitor::Readiness;
 use crate::monitor::{self, HELD_REFRESH};
 use crate::partitions::{self, Decision};
 use crate::progress::{Applied, Progress, lock};
 use crate::projection::Projections;
-use crate::runner::Readiness;
 use crate::sleep_or_stop;
 use crate::store::{Outcome, Store};
 

@@ -27,10 +27,11 @@ use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
 use crate::kafka::{Consumer, Watermarks};
 use crate::metrics::TargetMetrics;
+use crate::monitor::Readiness;
 use crate::pipeline::{self, Goal, TargetCtx};
 use crate::progress;
 use crate::projection::Projections;
-use crate::runner::{Readiness, schema_files};
+use crate::runner::schema_files;
 use crate::sql;
 use crate::store::Store;
 
