@@ -176,17 +176,25 @@ async fn idempotency_keys_older_than_the_window_are_pruned_and_recent_ones_kept(
     let first = request(write_addr, "POST", "/products", &key, Some(body)).await;
     assert_eq!(first.status, 201, "{}", first.body);
 
-    wait_until_async("the old keys pruned", Duration::from_secs(30), || async {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM idempotency_keys WHERE key LIKE 'old-%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n == 0
-    })
+    // The pruner counts the rows once its pass is over, after they are gone: wait for both.
+    wait_until_async(
+        "the old keys pruned and counted",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM idempotency_keys WHERE key LIKE 'old-%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 0
+                && registry
+                    .render()
+                    .contains("walcast_catalog_idempotency_keys_pruned_total 250")
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let metrics = registry.render();

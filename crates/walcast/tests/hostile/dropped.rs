@@ -109,7 +109,9 @@ fn slot_dropped_under_a_running_source_with_create_false_stops_with_the_fix() {
 fn slot_dropped_under_a_running_source_with_create_true_is_created_again() {
     let (db, names, _dir, _cfg, mut source) = streaming_three_events("hostile_slot_create", true);
     drop_slot_under_source(&db, &names.slot);
-    source.expect_log("replication slot created", Duration::from_secs(60));
+    // Creating a logical slot waits for every transaction open in the cluster to end; other
+    // tests share this cluster and may hold long ones.
+    source.expect_log("replication slot created", Duration::from_secs(180));
     let recreated = wait_until(
         "the slot created again and active",
         Duration::from_secs(30),
