@@ -7,6 +7,8 @@
 //! * [`topic`]: creating and checking topics (partitions, replication factor,
 //!   `max.message.bytes`), for the source's topics, the sink's dead-letter topic and
 //!   `walcast topic create`;
+//! * [`snapshots`]: the snapshot progress topic (what the source's snapshots have done;
+//!   read by sinks and `walcast snapshot status`);
 //! * [`diagnose`]: why a client gets nowhere (a refused TLS handshake or SASL login, an
 //!   unreachable broker), with the setting to fix.
 //!
@@ -32,6 +34,7 @@
 pub mod diagnose;
 mod error;
 pub mod settings;
+pub mod snapshots;
 pub mod topic;
 
 pub use error::{Error, Result};

@@ -105,11 +105,24 @@ impl TopicAdmin {
         topic: &str,
         spec: TopicSpec,
     ) -> Result<std::result::Result<(), RDKafkaErrorCode>> {
-        let new = NewTopic::new(
+        self.create_configured(topic, spec, &[]).await
+    }
+
+    /// [`create`](Self::create) with topic settings (`cleanup.policy`, ...).
+    pub async fn create_configured(
+        &self,
+        topic: &str,
+        spec: TopicSpec,
+        settings: &[(&str, &str)],
+    ) -> Result<std::result::Result<(), RDKafkaErrorCode>> {
+        let mut new = NewTopic::new(
             topic,
             spec.partitions,
             TopicReplication::Fixed(spec.replication_factor),
         );
+        for (key, value) in settings {
+            new = new.set(key, value);
+        }
         match self.admin.create_topics([&new], &self.options()).await {
             // No answer for the topic counts as "exists": the metadata then tells.
             Ok(results) => Ok(results

@@ -34,6 +34,8 @@ pub struct SourceConfig {
     pub heartbeat: HeartbeatConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +176,75 @@ pub struct RetryConfig {
     pub max_backoff_ms: u64,
 }
 
+/// `[snapshot]`: which tables can be snapshotted into the event topic, and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Snapshot every table below when the source first creates its slot.
+    pub initial: bool,
+    /// Rows per chunk; each chunk is one short read transaction.
+    pub chunk_size: u32,
+    /// Rows per second over all tables, at most; 0 = as fast as the broker acknowledges.
+    pub max_rows_per_sec: u32,
+    /// The compacted topic holding each snapshot's progress; `<kafka.topic>.snapshots` when
+    /// not set (required with a topic template).
+    pub progress_topic: Option<String>,
+    /// The signal table (`schema.table`, columns `id`, `type`, `data`, as Debezium's), read
+    /// through the WAL; empty for none.
+    pub signal_table: String,
+    /// How column names become payload field names.
+    pub field_naming: FieldNaming,
+    pub tables: Vec<SnapshotTable>,
+}
+
+/// One table whose current state can be snapshotted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotTable {
+    /// `schema.table`.
+    pub table: String,
+    /// The key column: the record key (as text), and the keyset the chunks follow.
+    pub key: String,
+    /// The `event_type` header of the table's snapshot records.
+    pub event_type: String,
+    /// A version every write of a row bumps, in the same transaction as its outbox row.
+    pub version_column: String,
+    /// When the row was last written (the `occurred_at` of its last event).
+    pub occurred_at_column: String,
+    /// The columns in the payload; every column when empty.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Column → payload field name, where `field_naming` is not what the consumers expect
+    /// (`{ id = "productId" }`).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+}
+
+/// Payload field names of snapshot records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldNaming {
+    /// `is_active` → `isActive` (the catalog's events).
+    #[default]
+    CamelCase,
+    /// The column names unchanged.
+    AsIs,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            initial: false,
+            chunk_size: 8192,
+            max_rows_per_sec: 0,
+            progress_topic: None,
+            signal_table: "public.walcast_signal".into(),
+            field_naming: FieldNaming::CamelCase,
+            tables: Vec::new(),
+        }
+    }
+}
+
 /// librdkafka settings the zero-loss rule depends on; `properties` may not change them.
 pub const PROTECTED_PROPERTIES: &[(&str, &str)] = &[
     ("bootstrap.servers", "set [kafka] brokers instead"),
@@ -310,6 +381,7 @@ impl SourceConfig {
                 ),
             );
         }
+        self.validate_snapshot(path, template.is_fixed())?;
         if self.retry.initial_backoff_ms == 0
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
         {
@@ -319,6 +391,87 @@ impl SourceConfig {
             );
         }
         Ok(())
+    }
+
+    fn validate_snapshot(&self, path: &Path, fixed_topic: bool) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| Err(ConfigError::invalid(path, key, problem));
+        let s = &self.snapshot;
+        if s.chunk_size == 0 {
+            return bad("snapshot.chunk_size", "must be at least 1".into());
+        }
+        if !s.signal_table.is_empty() && s.signal_table.parse::<TableName>().is_err() {
+            return bad(
+                "snapshot.signal_table",
+                "write it as schema.table, or \"\" for no signal table".into(),
+            );
+        }
+        match &s.progress_topic {
+            Some(topic) => {
+                if let Err(problem) = crate::outbox::check_topic_name(topic) {
+                    return bad("snapshot.progress_topic", problem);
+                }
+            }
+            None if !fixed_topic && !s.tables.is_empty() => {
+                return bad(
+                    "snapshot.progress_topic",
+                    "must be set when kafka.topic is a template".into(),
+                );
+            }
+            None => {}
+        }
+        if s.initial && s.tables.is_empty() {
+            return bad(
+                "snapshot.initial",
+                "is true but no [[snapshot.tables]] is configured; add the tables or set it to false".into(),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, t) in s.tables.iter().enumerate() {
+            let key = |k: &str| format!("snapshot.tables[{i}].{k}");
+            let Ok(name) = t.table.parse::<TableName>() else {
+                return bad(&key("table"), "write it as schema.table".into());
+            };
+            if !seen.insert(name.clone()) {
+                return bad(&key("table"), format!("{} is listed twice", t.table));
+            }
+            if name == self.table() {
+                return bad(
+                    &key("table"),
+                    "is the outbox table; snapshot the aggregate tables instead".into(),
+                );
+            }
+            for (k, v) in [
+                ("key", &t.key),
+                ("event_type", &t.event_type),
+                ("version_column", &t.version_column),
+                ("occurred_at_column", &t.occurred_at_column),
+            ] {
+                if v.is_empty() {
+                    return bad(
+                        &key(k),
+                        if k == "version_column" {
+                            "is empty; a snapshot needs a version column that every write bumps in the same transaction as its outbox row (docs/delivery-guarantees.md, \"Snapshots\")".into()
+                        } else {
+                            "is empty; name a column".into()
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot progress topic: `[snapshot] progress_topic`, or `<topic>.snapshots`.
+    pub fn progress_topic(&self) -> String {
+        self.snapshot
+            .progress_topic
+            .clone()
+            .unwrap_or_else(|| walcast_kafka::snapshots::default_topic(&self.kafka.topic))
+    }
+
+    /// The signal table, if one is configured.
+    pub fn signal_table(&self) -> Option<TableName> {
+        self.snapshot.signal_table.parse().ok()
     }
 
     /// The outbox table.
@@ -504,5 +657,32 @@ mod tests {
         assert!(e.contains("kafka.max_topics"), "{e}");
         let e = err(&format!("{MINIMAL}[outbox]\ntabel = \"x\"\n"));
         assert!(e.contains("unknown key `outbox.tabel`"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_tables_need_a_version_column_and_a_fixed_topic_or_progress_topic() {
+        let table = "[[snapshot.tables]]\ntable = \"public.products\"\nkey = \"id\"\nevent_type = \"ProductSnapshot\"\noccurred_at_column = \"updated_at\"\n";
+        let e = err(&format!("{MINIMAL}{table}version_column = \"\"\n"));
+        assert!(
+            e.contains("snapshot.tables[0].version_column") && e.contains("bumps"),
+            "{e}"
+        );
+        let ok = load(&format!("{MINIMAL}{table}version_column = \"version\"\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.progress_topic(), "catalog.events.snapshots");
+        assert_eq!(
+            ok.signal_table(),
+            Some(TableName::new("public", "walcast_signal"))
+        );
+        let e = err(&format!("{MINIMAL}[snapshot]\ninitial = true\n"));
+        assert!(e.contains("snapshot.initial"), "{e}");
+        let e = err(&format!(
+            "{}{table}version_column = \"version\"\n",
+            MINIMAL.replace(
+                "brokers",
+                "topic = \"ev.{event_type}\"\ndlq_topic = \"ev.dlq\"\nbrokers"
+            )
+        ));
+        assert!(e.contains("snapshot.progress_topic"), "{e}");
     }
 }

@@ -59,6 +59,7 @@ mod pipeline;
 mod progress;
 pub mod record;
 mod runner;
+mod snapshot;
 
 pub use config::SourceConfig;
 pub use error::{Error, Result};
