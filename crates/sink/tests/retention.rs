@@ -294,3 +294,72 @@ async fn a_new_target_stops_on_a_topic_that_lost_its_start_until_a_snapshot_cove
     );
     sink.stop().await;
 }
+
+/// `n` ProductCreated events of new products on partition 0, each with a description of
+/// `bytes` bytes.
+async fn create_large(topic: &str, n: usize, bytes: usize, lsn: &mut u64) {
+    let description = "x".repeat(bytes);
+    let records: Vec<RawRecord> = (0..n)
+        .map(|_| {
+            *lsn += 0x100;
+            let p = uuid::Uuid::new_v4();
+            let value = serde_json::json!({"productId": p, "sku": "S", "name": "N",
+                "description": description, "price": "1.00", "currency": "EUR",
+                "isActive": true, "version": 1});
+            let headers = [
+                ("id", uuid::Uuid::new_v4().to_string()),
+                ("event_type", "ProductCreated".to_owned()),
+                ("occurred_at", "2026-05-01T12:00:00Z".to_owned()),
+                (
+                    "walcast.commit_lsn",
+                    walcast_pgoutput::Lsn(*lsn).to_string(),
+                ),
+            ];
+            let headers = headers.map(|(k, v)| (k.to_owned(), v)).to_vec();
+            (p.to_string(), value.to_string().into_bytes(), headers)
+        })
+        .collect();
+    produce_raw(topic, &records).await;
+}
+
+/// Retention deletes records a running target has not fetched yet (its batch waits on a lock
+/// in its database while 12 MB arrive; it prefetches at most about 5 MB). When it fetches
+/// again the broker answers out of range: the target stops at what it applied, never jumping
+/// to the first retained offset, while the other target flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_out_of_range_at_runtime_stops_the_target_instead_of_skipping() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = fresh_topic(1).await;
+    let targets = fresh_targets();
+    let mut config = load(&write_config(dir.path(), &topic, &targets, 10));
+    config
+        .targets
+        .retain(|t, _| t == "catalog_read" || t == "replica-1");
+    let (flowing, blocked) = (&targets["catalog_read"], &targets["replica-1"]);
+    let mut lsn = 0;
+    let sink = Running::start(config.clone()).await;
+    create_large(&topic, 2, 10, &mut lsn).await;
+    wait_caught_up([flowing, blocked], 2, Duration::from_secs(60)).await;
+
+    let lock = connect(blocked).await;
+    lock.batch_execute("BEGIN; LOCK TABLE catalog_product_read IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    create_large(&topic, 120, 100_000, &mut lsn).await;
+    wait_caught_up([flowing], 122, Duration::from_secs(120)).await;
+    let lows = delete_history(&topic, 1).await;
+    lock.batch_execute("COMMIT").await.unwrap();
+
+    wait_stopped(&sink, "replica-1", "are no longer on the topic").await;
+    wait_gauge(&sink, "replica-1", 1.0).await;
+    create_large(&topic, 2, 10, &mut lsn).await;
+    wait_caught_up([flowing], 124, Duration::from_secs(60)).await;
+    let applied = progress(blocked).await.unwrap();
+    assert!(
+        applied < lows[&0],
+        "replica-1 stopped at {applied}, below the first retained offset {}",
+        lows[&0]
+    );
+    assert_eq!(rows(blocked).await.len() as i64, applied, "nothing skipped");
+    sink.stop().await;
+}
