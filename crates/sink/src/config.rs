@@ -525,4 +525,12 @@ mod tests {
         assert_eq!(shipped.tombstone_window(), Duration::from_secs(30 * 86_400));
         assert_eq!(shipped.prune.processed_events_window_secs, 8 * 86_400);
     }
+
+    #[test]
+    fn the_snapshot_topic_defaults_to_the_sources_default() {
+        let mut config = SinkConfig::load(&crate::projection::tests::shipped_path()).unwrap();
+        assert_eq!(config.snapshot_topic(), "catalog.events.snapshots");
+        config.kafka.snapshot_topic = Some("progress".into());
+        assert_eq!(config.snapshot_topic(), "progress");
+    }
 }
