@@ -10,6 +10,8 @@
 //! partially rebuilt target that the sink completes.
 //!
 //! The rebuild stops at the high watermarks seen when it started; the sink applies the rest.
+//! It first refuses, before emptying anything, when the topic no longer starts at offset 0
+//! and no completed snapshot covers what was deleted (the `retention` module).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -32,8 +34,8 @@ use crate::pipeline::{self, Goal, TargetCtx};
 use crate::progress;
 use crate::projection::Projections;
 use crate::runner::schema_files;
-use crate::sql;
 use crate::store::Store;
+use crate::{retention, sql};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -64,6 +66,7 @@ pub(crate) fn target_config<'c>(config: &'c SinkConfig, target: &str) -> Result<
 /// line with rate and ETA is drawn on stderr.
 pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Result<RebuildReport> {
     let t = target_config(config, target)?;
+    retention::refuse_rebuild(config, target).await?;
     let projections = Projections::compile(config)?;
     let schema = schema_files(config)?;
     let group = config.group(target);
