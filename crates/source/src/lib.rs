@@ -59,6 +59,7 @@ mod pipeline;
 mod progress;
 pub mod record;
 mod runner;
+pub mod signal;
 mod snapshot;
 
 pub use config::SourceConfig;
