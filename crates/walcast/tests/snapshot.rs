@@ -99,25 +99,43 @@ fn put_states(topic: &str, states: &[SnapshotState]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
+/// `walcast snapshot ACTION --config CFG ARGS`: its stdout when it succeeds.
+fn succeeds(action: &str, cfg: &str, args: &[&str]) -> String {
+    let out = snapshot(action, cfg, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// Its stderr, when it exits 1.
+fn fails(action: &str, cfg: &str, args: &[&str]) -> String {
+    let out = snapshot(action, cfg, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: {}",
+        text(&out.stdout)
+    );
+    text(&out.stderr)
+}
+
+fn snapshot(action: &str, cfg: &str, args: &[&str]) -> Output {
+    let mut all = vec!["snapshot", action, "--config", cfg];
+    all.extend_from_slice(args);
+    walcast(&all)
+}
+
 #[test]
 fn start_and_cancel_insert_debezium_signal_rows() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _names, cfg) = setup("snap_cli", dir.path());
     let cfg = path_str(&cfg);
 
-    let out = walcast(&[
-        "snapshot",
+    let id = succeeds(
         "start",
-        "--config",
         cfg,
-        "--table",
-        "public.products",
-        "--id",
-        "snap-a",
-        "--no-wait",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "snap-a");
+        &["--table", "public.products", "--id", "snap-a", "--no-wait"],
+    );
+    assert_eq!(id, "snap-a");
     assert_eq!(
         signal_row(&db, "snap-a"),
         (
@@ -127,17 +145,7 @@ fn start_and_cancel_insert_debezium_signal_rows() {
     );
 
     // Without --id: a new UUID v7; a table without its schema is in public.
-    let out = walcast(&[
-        "snapshot",
-        "start",
-        "--config",
-        cfg,
-        "--table",
-        "products",
-        "--no-wait",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = text(&out.stdout).trim().to_owned();
+    let id = succeeds("start", cfg, &["--table", "products", "--no-wait"]);
     assert_eq!(
         uuid::Uuid::parse_str(&id).unwrap().get_version_num(),
         7,
@@ -149,45 +157,18 @@ fn start_and_cancel_insert_debezium_signal_rows() {
     );
 
     // The same id again, or a table that is not configured: refused, nothing written.
-    let out = walcast(&[
-        "snapshot",
-        "start",
-        "--config",
-        cfg,
-        "--id",
-        "snap-a",
-        "--no-wait",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
+    let e = fails("start", cfg, &["--id", "snap-a", "--no-wait"]);
+    assert!(e.contains("a signal with id snap-a exists already"), "{e}");
+    let e = fails("start", cfg, &["--table", "public.customers", "--no-wait"]);
     assert!(
-        text(&out.stderr).contains("a signal with id snap-a exists already"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = walcast(&[
-        "snapshot",
-        "start",
-        "--config",
-        cfg,
-        "--table",
-        "public.customers",
-        "--no-wait",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("--table public.customers is not one of the source's [[snapshot.tables]] (public.products)"),
-        "{}",
-        text(&out.stderr)
+        e.contains("--table public.customers is not one of the source's [[snapshot.tables]] (public.products)"),
+        "{e}"
     );
     assert_eq!(db.psql("SELECT count(*) FROM walcast_signal"), "2");
 
     // Cancels: by id, by table; each a stop-snapshot row.
-    for args in [&["--id", "snap-a"][..], &["--table", "public.products"][..]] {
-        let mut all = vec!["snapshot", "cancel", "--config", cfg];
-        all.extend_from_slice(args);
-        let out = walcast(&all);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
+    succeeds("cancel", cfg, &["--id", "snap-a"]);
+    succeeds("cancel", cfg, &["--table", "public.products"]);
     let stops = db.psql("SELECT data FROM walcast_signal WHERE type = 'stop-snapshot'");
     let mut stops: Vec<Value> = stops
         .lines()
@@ -210,10 +191,8 @@ fn status_prints_every_snapshot_on_the_progress_topic() {
     let cfg = path_str(&cfg);
     let progress = format!("{}.snapshots", names.topic);
 
-    let out = walcast(&["snapshot", "status", "--config", cfg]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
-        text(&out.stdout).trim(),
+        succeeds("status", cfg, &[]),
         format!("no snapshots on {progress}")
     );
 
@@ -232,9 +211,7 @@ fn status_prints_every_snapshot_on_the_progress_topic() {
             state("snap-run", Status::Running, 450, None),
         ],
     );
-    let out = walcast(&["snapshot", "status", "--config", cfg]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    let stdout = succeeds("status", cfg, &[]);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     let run = lines.iter().find(|l| l.starts_with("snap-run ")).unwrap();
@@ -250,6 +227,20 @@ fn status_prints_every_snapshot_on_the_progress_topic() {
     );
 }
 
+/// `walcast snapshot start` (following the snapshot) as a child, once its signal row `id`
+/// is written.
+fn following(db: &Db, cfg: &Path, args: &[&str], id: &str) -> walcast_testkit::Service {
+    let mut all = vec!["snapshot", "start", "--config", path_str(cfg)];
+    all.extend_from_slice(args);
+    let start = spawn("snapshot-start", &all);
+    wait_until("the signal row", Duration::from_secs(60), || {
+        db.query_text("SELECT id FROM walcast_signal WHERE id = $1", id)
+            .is_some()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", start.log()));
+    start
+}
+
 #[test]
 fn start_follows_the_snapshot_until_it_is_final() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,24 +248,12 @@ fn start_follows_the_snapshot_until_it_is_final() {
     let progress = format!("{}.snapshots", names.topic);
     create_topic(&progress, 1);
 
-    let mut start = spawn(
-        "snapshot-start",
-        &[
-            "snapshot",
-            "start",
-            "--config",
-            path_str(&cfg),
-            "--table",
-            "public.products",
-            "--id",
-            "snap-w",
-        ],
+    let mut start = following(
+        &db,
+        &cfg,
+        &["--table", "public.products", "--id", "snap-w"],
+        "snap-w",
     );
-    wait_until("the signal row", Duration::from_secs(60), || {
-        db.query_text("SELECT id FROM walcast_signal WHERE id = $1", "snap-w")
-            .is_some()
-    })
-    .unwrap();
     put_states(&progress, &[state("snap-w", Status::Running, 400, None)]);
     start.expect_log("snapshot snap-w [", Duration::from_secs(60));
     assert!(
@@ -292,22 +271,7 @@ fn start_follows_the_snapshot_until_it_is_final() {
     );
 
     // Cancelled (or failed): the command exits 1 with the reason.
-    let mut start = spawn(
-        "snapshot-start",
-        &[
-            "snapshot",
-            "start",
-            "--config",
-            path_str(&cfg),
-            "--id",
-            "snap-c",
-        ],
-    );
-    wait_until("the signal row", Duration::from_secs(60), || {
-        db.query_text("SELECT id FROM walcast_signal WHERE id = $1", "snap-c")
-            .is_some()
-    })
-    .unwrap();
+    let mut start = following(&db, &cfg, &["--id", "snap-c"], "snap-c");
     put_states(
         &progress,
         &[state(
