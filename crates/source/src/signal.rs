@@ -196,9 +196,11 @@ pub(crate) fn parse(
             )
         })?,
     };
-    match data.kind.as_deref() {
+    // Debezium reads the snapshot type case-insensitively ("INCREMENTAL" works there too).
+    match data.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("incremental" | "blocking") => {}
-        Some(other) => {
+        Some(_) => {
+            let other = data.kind.as_deref().unwrap_or_default();
             return Err(format!(
                 "data.type is \"{}\"; use \"incremental\" or \"blocking\"",
                 excerpt(other, QUOTE_BYTES)
