@@ -53,6 +53,16 @@ pub enum Error {
         key: String,
     },
 
+    /// The signal table (`[snapshot] signal_table`) does not exist and `[postgres] create` is
+    /// off.
+    #[error(
+        "signal table {table} ([snapshot] signal_table) does not exist; create it as the role \
+         that owns the publication (a table in a publication must be owned by the publication's \
+         owner): {ddl}; then add it to the publication, or set [postgres] create = true to let \
+         the source do both, or set [snapshot] signal_table = \"\" for no signals"
+    )]
+    MissingSignalTable { table: String, ddl: String },
+
     /// A Kafka client operation failed (broker unreachable, metadata, topic creation), or a
     /// topic exists with settings other than the configured ones.
     #[error(transparent)]
@@ -97,6 +107,7 @@ impl Error {
             Error::Delivery { .. } => true,
             Error::Config(_)
             | Error::MissingTable { .. }
+            | Error::MissingSignalTable { .. }
             | Error::MissingColumn { .. }
             | Error::InvalidOp { .. }
             | Error::Admin(_) => false,

@@ -22,6 +22,8 @@ use crate::kafka::Producer;
 use crate::metrics::SourceMetrics;
 use crate::monitor::MonitorConfig;
 use crate::pipeline::{Output, Pipeline};
+use crate::signal::{self, SignalReader};
+use crate::snapshot::Command;
 use crate::{monitor, outbox, stopped};
 
 /// How to run.
@@ -40,6 +42,9 @@ pub struct Source {
     options: Options,
     health: Health,
     metrics: SourceMetrics,
+    /// Where snapshot commands go instead of the controller (tests).
+    #[cfg(test)]
+    commands: Option<mpsc::UnboundedSender<Command>>,
 }
 
 impl Source {
@@ -56,7 +61,16 @@ impl Source {
             options,
             health,
             metrics,
+            #[cfg(test)]
+            commands: None,
         }
+    }
+
+    /// Sends snapshot commands to `tx` instead of the controller.
+    #[cfg(test)]
+    pub(crate) fn with_commands(mut self, tx: mpsc::UnboundedSender<Command>) -> Source {
+        self.commands = Some(tx);
+        self
     }
 
     /// Runs until `shutdown` completes (then finishes the current transaction, waits for
@@ -120,6 +134,7 @@ impl Source {
             .await
             .map_err(walcast_replication::Error::from)?;
         outbox::check_columns(&client, config).await?;
+        let signal_table = signal::prepare(&client, config).await?;
         drop(client);
 
         let acks = mpsc::unbounded_channel();
@@ -159,6 +174,7 @@ impl Source {
         );
         cs.create = config.postgres.create;
         cs.tables = vec![config.table()];
+        cs.tables.extend(signal_table.clone());
         cs.raw_rows = true;
         cs.status_interval = Duration::from_millis(config.postgres.status_interval_ms);
         cs.backoff = config.backoff();
@@ -180,6 +196,11 @@ impl Source {
             self.health.clone(),
             monitor_rx,
         ));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        #[cfg(test)]
+        let commands = self.commands.clone().unwrap_or(commands);
+        let controller = tokio::spawn(snapshot_commands_until_the_controller_lands(commands_rx));
+        let signals = signal_table.map(|t| SignalReader::new(t, config));
         let pipeline = Pipeline::new(
             config.clone(),
             changes,
@@ -188,11 +209,28 @@ impl Source {
             known_topics,
             self.metrics.clone(),
             self.health.clone(),
+            (signals, commands),
         );
         let result = pipeline.run(stop).await;
         let _ = monitor_stop.send(true);
         let _ = monitor.await;
+        let _ = controller.await;
         result
+    }
+}
+
+/// PLACEHOLDER for the snapshot controller (replaced when it is merged): logs each command
+/// and accepts it at once, so a signal's transaction is not held for ever. Ends when the
+/// pipeline (the sender) is gone.
+async fn snapshot_commands_until_the_controller_lands(mut rx: mpsc::UnboundedReceiver<Command>) {
+    while let Some(command) = rx.recv().await {
+        warn!(command = ?command, "snapshot command received, but this build has no snapshot controller; ignored");
+        let accepted = match command {
+            Command::Start { accepted, .. } | Command::Cancel { accepted, .. } => accepted,
+        };
+        if let Some(accepted) = accepted {
+            accepted();
+        }
     }
 }
 
