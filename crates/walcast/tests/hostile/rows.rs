@@ -136,6 +136,8 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
     let prefix = unique_name("tmpl");
     let template = format!("{prefix}.{{event_type}}");
     let dlq = format!("{prefix}.dlq");
+    // With a template, the shipped file's snapshot tables need a progress topic named.
+    let progress = format!("{prefix}.snapshots");
     let dir = tempfile::tempdir().unwrap();
     let source_cfg = source_config(
         dir.path(),
@@ -145,6 +147,7 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
             (&["kafka", "topic"], template.as_str().into()),
             (&["kafka", "dlq_topic"], dlq.as_str().into()),
             (&["kafka", "max_topics"], 2.into()),
+            (&["snapshot", "progress_topic"], progress.as_str().into()),
         ],
     );
     let mut source = streaming_source(&source_cfg);
