@@ -26,6 +26,8 @@
 //!   happens on `kill -9`, a broker outage or a shutdown mid-transaction.
 //! * `pipeline.rs`: the loop, bounded in-flight records, graceful shutdown; `kafka.rs`: the
 //!   producer; `monitor.rs`: slot lag, stall detection, heartbeat.
+//! * [`replay`]: `walcast source replay`, outbox rows still in the table published again
+//!   through the same router.
 //! * `runner.rs`: the supervisor ([`Source`]) and [`serve`]; [`metrics`]: metric names.
 //!
 //! Errors are one type, [`Error`]; retryable ones make the source start over from the
@@ -58,6 +60,7 @@ mod outbox;
 mod pipeline;
 mod progress;
 pub mod record;
+pub mod replay;
 mod runner;
 mod snapshot;
 
