@@ -21,9 +21,10 @@
 //!   payload is JSON and the field a number), then `occurred_at`, then `id`; events without a
 //!   version come first, in `occurred_at` order. Aggregates are read one after the other (key
 //!   order), so one aggregate's events reach its partition in that order.
-//! * **Bounded.** `page_rows` rows at a time, each page one statement (autocommit), never a
-//!   long transaction holding back vacuum; the next page is read once the broker acknowledged
-//!   the current one.
+//! * **Bounded.** A page is at most `page_rows` rows and `page_bytes` bytes of row text
+//!   (counted by the server, so a page of large rows is cut short), read by one statement in
+//!   its own short transaction, never a long one holding back vacuum; the next page is read
+//!   once the broker acknowledged every record of this one.
 //! * **Refused when older than the tombstone window.** A sink keeps a deleted row's tombstone
 //!   for its tombstone window; an event older than that could bring a deleted row back. The
 //!   replay reads the oldest selected `occurred_at` first and refuses, naming
@@ -41,6 +42,7 @@ use bytes::Bytes;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
 use tracing::{info, warn};
 use walcast_kafka::TopicAdmin;
 use walcast_pgoutput::Lsn;
@@ -80,8 +82,11 @@ pub struct Request {
     pub version_field: String,
     /// Route and count, produce nothing.
     pub dry_run: bool,
-    /// Rows read, produced and acknowledged per page.
+    /// Rows read, produced and acknowledged per page, at most.
     pub page_rows: i64,
+    /// Bytes of row text per page, at most (beyond a page's first row): what bounds memory
+    /// when rows are large. The binary passes `[kafka] max_in_flight_bytes`.
+    pub page_bytes: i64,
 }
 
 /// What a replay did.
@@ -89,6 +94,8 @@ pub struct Request {
 pub struct Summary {
     /// Rows read from the outbox table.
     pub rows: u64,
+    /// Pages they were read in (statements that returned rows).
+    pub pages: u64,
     /// Events acknowledged (or, in a dry run, routed) per topic.
     pub published: BTreeMap<String, u64>,
     /// Dead letters acknowledged (or routed) per dead-letter topic.
@@ -107,6 +114,11 @@ pub async fn replay(config: &SourceConfig, request: &Request) -> Result<Summary>
     let client = connect_sql(&connect)
         .await
         .map_err(walcast_replication::Error::from)?;
+    // Zone-less timestamps (`--since 2026-11-30 12:00`) are UTC, and so are those printed.
+    client
+        .batch_execute("SET TimeZone = 'UTC'")
+        .await
+        .map_err(Error::postgres("setting the session's time zone"))?;
     outbox::check_columns(&client, config).await?;
     let table = Table::read(&client, config).await?;
     let queries = Queries::new(config, &table, request)?;
@@ -155,7 +167,7 @@ pub async fn replay(config: &SourceConfig, request: &Request) -> Result<Summary>
         Some(Output::new(config)?)
     };
     let timestamp_ms = unix_millis();
-    let mut after: Option<[String; 4]> = None;
+    let mut after: Option<[String; KEYSET]> = None;
     loop {
         let page = match &after {
             None => {
@@ -163,15 +175,15 @@ pub async fn replay(config: &SourceConfig, request: &Request) -> Result<Summary>
                     .query(&queries.first, &[&selection_param(request)])
                     .await
             }
-            Some([k, v, o, i]) => {
-                client
-                    .query(&queries.next, &[&selection_param(request), k, v, o, i])
-                    .await
+            Some([k, v, o, i, t]) => {
+                let params: [&(dyn ToSql + Sync); 6] = [&selection_param(request), k, v, o, i, t];
+                client.query(&queries.next, &params).await
             }
         }
         .map_err(Error::postgres("reading a page of outbox rows"))?;
         let Some(last) = page.last() else { break };
-        after = Some([0, 1, 2, 3].map(|c| last.get::<_, Option<String>>(c).unwrap_or_default()));
+        summary.pages += 1;
+        after = Some([0, 1, 2, 3, 4].map(|c| last.get::<_, Option<String>>(c).unwrap_or_default()));
         for row in &page {
             let tuple = TupleData {
                 columns: (0..table.relation.columns.len())
@@ -194,9 +206,6 @@ pub async fn replay(config: &SourceConfig, request: &Request) -> Result<Summary>
         }
         if let Some(out) = &mut out {
             out.settle(&router, &mut summary).await?;
-        }
-        if page.len() < usize::try_from(request.page_rows).unwrap_or(usize::MAX) {
-            break;
         }
     }
     Ok(summary)
@@ -268,11 +277,12 @@ impl Table {
     }
 }
 
-/// Result columns before the row's own: the keyset (aggregate, version, occurred_at, id).
-const KEYSET: usize = 4;
+/// Result columns before the row's own: the keyset (aggregate, version, occurred_at, id, ctid).
+const KEYSET: usize = 5;
 
 /// The statements of one replay. `$1` is the selection; the next page's statement takes the
-/// last row's keyset as `$2`..`$5`.
+/// last row's keyset as `$2`..`$6`. A page is at most `page_rows` rows and, beyond its first
+/// row, `page_bytes` bytes of row text, counted by the server.
 struct Queries {
     extent: String,
     first: String,
@@ -327,26 +337,32 @@ impl Queries {
             .iter()
             .map(|col| format!("{}::text", ident(&col.name)))
             .collect();
-        let select = format!(
-            "SELECT {k}, {version}::text, {occ}::text, {i}, {} FROM {from} WHERE {filter}",
-            columns.join(", ")
-        );
-        let order = format!(
-            "ORDER BY {k}, {version}, {occ}, {i} LIMIT {}",
-            request.page_rows.max(1)
-        );
+        // ctid last: a tie-breaker for rows whose id is null or not unique.
+        let keyset = format!("{k}, {version}, {occ}, {i}, ctid");
+        let page = |after: &str| {
+            format!(
+                "SELECT * FROM (SELECT {k}, {version}::text, {occ}::text, {i}, ctid::text, {}, \
+                 row_number() OVER w AS n, sum(octet_length(o::text)) OVER w AS bytes \
+                 FROM {from} o WHERE {filter} AND {occ} IS NOT NULL {after} \
+                 WINDOW w AS (ORDER BY {keyset}) ORDER BY {keyset} LIMIT {}) page \
+                 WHERE n = 1 OR bytes <= {} ORDER BY n",
+                columns.join(", "),
+                request.page_rows.max(1),
+                request.page_bytes.max(1),
+            )
+        };
         Ok(Queries {
             extent: format!(
                 "SELECT count(*), count(*) FILTER (WHERE {occ} IS NULL), min({occ})::text, \
                  coalesce(min({occ}) < now() - make_interval(secs => $2::float8), false) \
                  FROM {from} WHERE {filter}"
             ),
-            first: format!("{select} AND {occ} IS NOT NULL {order}"),
-            next: format!(
-                "{select} AND {occ} IS NOT NULL AND ({k}, {version}, {occ}, {i}) > \
-                 ($2::text, $3::text::numeric, $4::text::{}, $5::text) {order}",
+            first: page(""),
+            next: page(&format!(
+                "AND ({keyset}) > ($2::text, $3::text::numeric, $4::text::{}, $5::text, \
+                 $6::text::tid)",
                 table.sql_type(&c.occurred_at)
-            ),
+            )),
         })
     }
 }

@@ -63,8 +63,8 @@ struct ReplayArgs {
     /// Read and route the rows and print what would be published; produce nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Rows per page (each page read in one statement, produced and acknowledged before the
-    /// next).
+    /// Rows per page, at most (each page is read by one statement and acknowledged by the
+    /// broker before the next; a page also stops at [kafka] max_in_flight_bytes of rows).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     page_rows: i64,
 }
@@ -103,13 +103,15 @@ async fn run_replay(config: &SourceConfig, args: ReplayArgs) -> anyhow::Result<(
         version_field: sink.envelope.aggregate_version_field.clone(),
         dry_run: args.dry_run,
         page_rows: args.page_rows,
+        page_bytes: i64::try_from(config.kafka.max_in_flight_bytes).unwrap_or(i64::MAX),
     };
     let summary = replay::replay(config, &request).await?;
     println!("{}", report(&summary, args.dry_run));
     Ok(())
 }
 
-/// `replayed 7 outbox rows: published 7 events (catalog.events 7)`, plus dead letters.
+/// `replayed 7 outbox rows in 1 pages: published 7 events (catalog.events 7)`, plus dead
+/// letters.
 fn report(s: &Summary, dry_run: bool) -> String {
     let per_topic = |m: &std::collections::BTreeMap<String, u64>| {
         m.iter()
@@ -125,8 +127,9 @@ fn report(s: &Summary, dry_run: bool) -> String {
         "published"
     };
     let mut line = format!(
-        "replayed {} outbox rows: {verb} {events} events ({})",
+        "replayed {} outbox rows in {} pages: {verb} {events} events ({})",
         s.rows,
+        s.pages,
         per_topic(&s.published)
     );
     if dead > 0 {

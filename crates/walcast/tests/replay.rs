@@ -135,6 +135,14 @@ fn replay_since_restores_a_target_that_missed_events_and_applies_nothing_twice()
     change_price(&write, 1, "12.50");
     delete(&write, 2);
     change_price(&write, 4, "7.25");
+    // A row the router cannot publish (larger than max_message_bytes): a dead letter, as live.
+    write.psql(&format!(
+        "INSERT INTO outbox_messages (id, aggregate_id, event_type, occurred_at, payload) \
+         VALUES ('{}', '{}', 'ProductNoted', now(), jsonb_build_object('note', \
+         repeat('x', 1100000)))",
+        eid(9),
+        pid(9)
+    ));
     write.psql(&format!(
         "SELECT pg_replication_slot_advance('{}', pg_current_wal_lsn())",
         names.slot
@@ -151,12 +159,18 @@ fn replay_since_restores_a_target_that_missed_events_and_applies_nothing_twice()
     );
     let live_xmins = read.psql(READ_XMINS);
 
-    let (ok, out, err) = replay(&source_cfg, &sink_cfg, &["--since", &since]);
+    // Pages of two rows: product 4's two events may fall on two pages, and stay in order.
+    let (ok, out, err) = replay(
+        &source_cfg,
+        &sink_cfg,
+        &["--since", &since, "--page-rows", "2"],
+    );
     assert!(ok, "{out}\n{err}");
     assert!(
         out.contains(&format!(
-            "replayed 6 outbox rows: published 6 events ({} 6)",
-            names.topic
+            "replayed 7 outbox rows in 4 pages: published 6 events ({topic} 6), 1 dead \
+             letters ({topic}.dlq 1)",
+            topic = names.topic
         )),
         "{out}\n{err}"
     );
@@ -223,10 +237,32 @@ fn replay_since_restores_a_target_that_missed_events_and_applies_nothing_twice()
         .collect();
     assert_eq!(of_4, ["ProductCreated", "ProductPriceChanged"]);
 
-    // A second replay publishes the same six events again and changes nothing.
+    let dlq = read_topic(
+        &format!("{}.dlq", names.topic),
+        Duration::from_secs(30),
+        |rs| !rs.is_empty(),
+    );
+    assert_eq!(dlq.len(), 1, "{}", summary(&dlq));
+    assert_eq!(
+        (
+            dlq[0].header("id"),
+            dlq[0].header("walcast.error.kind"),
+            dlq[0].header("walcast.replay")
+        ),
+        (eid(9).as_str(), "payload_too_large", "true")
+    );
+
+    // A second replay publishes the same six events again and changes nothing; this time
+    // each page is cut after its first row by the byte bound ([kafka] max_in_flight_bytes).
     let before = (read.psql(READ_XMINS), processed(&read));
-    let (ok, out, err) = replay(&source_cfg, &sink_cfg, &["--since", &since]);
-    assert!(ok && out.contains("published 6 events"), "{out}\n{err}");
+    let mut tiny = ConnectorFile::parse(&std::fs::read_to_string(&source_cfg).unwrap()).unwrap();
+    tiny.set(&["kafka", "max_in_flight_bytes"], 1);
+    let tiny = tiny.write(&dir.path().join("tiny.source.toml")).unwrap();
+    let (ok, out, err) = replay(&tiny, &sink_cfg, &["--since", &since]);
+    assert!(
+        ok && out.contains("replayed 7 outbox rows in 7 pages: published 6 events"),
+        "{out}\n{err}"
+    );
     read.wait_offsets(records.len() as i64 + 6, Duration::from_secs(60), &sink);
     assert_eq!((read.psql(READ_XMINS), processed(&read)), before);
     assert_eq!(read.psql(READ_ROWS), truth);
