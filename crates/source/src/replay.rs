@@ -56,7 +56,7 @@ use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::kafka::{Ack, Meta, Producer};
 use crate::metrics::SourceMetrics;
-use crate::outbox::{self, Letter, Origin, Routed, Router};
+use crate::outbox::{self, Origin, Routed, Router};
 use crate::progress::Ledger;
 use crate::record::{Record, RecordKind};
 
@@ -487,13 +487,7 @@ impl Output {
         if let Some(n) = self.pending.get_mut(&key) {
             *n = n.saturating_sub(1);
         }
-        let too_big = matches!(
-            refused.error,
-            KafkaError::MessageProduction(
-                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
-            )
-        );
-        if !too_big || ack.meta.kind == RecordKind::DeadLetter {
+        if !refused.too_large() || ack.meta.kind == RecordKind::DeadLetter {
             return Err(Error::Delivery {
                 topic: refused.topic,
                 lsn: ack.meta.lsn,
@@ -501,19 +495,7 @@ impl Output {
             });
         }
         warn!(topic = %refused.topic, error = %refused.error, "the broker refused a replayed event as too large; sending it to the dead-letter topic");
-        let letter = Letter {
-            kind: "payload_too_large",
-            error: format!(
-                "the broker refused the record: {}; the payload is left out here, read it from the outbox row by its id (or raise the topic's max.message.bytes)",
-                refused.error
-            ),
-            headers: refused.headers,
-            key: refused.key,
-            value: None,
-            original_topic: Some(Arc::from(refused.topic.as_str())),
-            lsn: ack.meta.lsn,
-            timestamp_ms: ack.meta.commit_ms,
-        };
+        let letter = refused.into_letter(&ack.meta);
         let dead = router.dead_letters().record(letter);
         Box::pin(self.send(dead, router)).await
     }
