@@ -72,6 +72,17 @@ pub enum Selection {
     Aggregate(String),
 }
 
+impl std::fmt::Display for Selection {
+    /// The command-line form: `--since 2026-11-30T12:00:00Z`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selection::Since(t) => write!(f, "--since {t:?}"),
+            Selection::EventId(id) => write!(f, "--event-id {id:?}"),
+            Selection::Aggregate(key) => write!(f, "--aggregate {key:?}"),
+        }
+    }
+}
+
 /// A replay to run.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -130,7 +141,10 @@ pub async fn replay(config: &SourceConfig, request: &Request) -> Result<Summary>
             &[&selection_param(request), &request.max_age.as_secs_f64()],
         )
         .await
-        .map_err(Error::postgres("finding the rows to replay"))?;
+        .map_err(Error::postgres(format!(
+            "finding the rows to replay ({})",
+            request.selection
+        )))?;
     let (rows, undated, oldest, too_old): (i64, i64, Option<String>, bool) =
         (extent.get(0), extent.get(1), extent.get(2), extent.get(3));
     summary.oldest = oldest.clone();

@@ -313,6 +313,17 @@ fn a_replay_older_than_the_tombstone_window_is_refused_naming_the_rebuild() {
             "{args:?}: {err}"
         );
     }
+    // Input Postgres cannot read is named, with the option.
+    for (args, want) in [
+        (
+            ["--since", "not-a-time"],
+            "timestamp with time zone: \"not-a-time\"",
+        ),
+        (["--event-id", "not-a-uuid"], "uuid: \"not-a-uuid\""),
+    ] {
+        let (ok, _, err) = replay(&source_cfg, &sink_cfg, &args);
+        assert!(!ok && err.contains(want) && err.contains(args[0]), "{err}");
+    }
     // Within the window: allowed (a dry run, nothing produced).
     let (ok, out, err) = replay(
         &source_cfg,
