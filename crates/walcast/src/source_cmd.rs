@@ -74,6 +74,9 @@ pub async fn run(args: SourceArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", args.config.display()))?;
     match args.action {
         None => serve(config, args.discard).await,
+        Some(SourceAction::Replay(_)) if args.discard => {
+            anyhow::bail!("--discard is for running the source; a replay has --dry-run")
+        }
         Some(SourceAction::Replay(replay)) => run_replay(&config, replay).await,
     }
 }
@@ -114,10 +117,11 @@ async fn run_replay(config: &SourceConfig, args: ReplayArgs) -> anyhow::Result<(
 /// letters.
 fn report(s: &Summary, dry_run: bool) -> String {
     let per_topic = |m: &std::collections::BTreeMap<String, u64>| {
-        m.iter()
-            .map(|(t, n)| format!("{t} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        if m.is_empty() {
+            return String::new();
+        }
+        let topics: Vec<String> = m.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        format!(" ({})", topics.join(", "))
     };
     let events: u64 = s.published.values().sum();
     let dead: u64 = s.dead_letters.values().sum();
@@ -127,14 +131,14 @@ fn report(s: &Summary, dry_run: bool) -> String {
         "published"
     };
     let mut line = format!(
-        "replayed {} outbox rows in {} pages: {verb} {events} events ({})",
+        "replayed {} outbox rows in {} pages: {verb} {events} events{}",
         s.rows,
         s.pages,
         per_topic(&s.published)
     );
     if dead > 0 {
         line.push_str(&format!(
-            ", {dead} dead letters ({})",
+            ", {dead} dead letters{}",
             per_topic(&s.dead_letters)
         ));
     }
