@@ -24,7 +24,8 @@
 //! * **Bounded.** A page is at most `page_rows` rows and `page_bytes` bytes of row text
 //!   (counted by the server, so a page of large rows is cut short), read by one statement in
 //!   its own short transaction, never a long one holding back vacuum; the next page is read
-//!   once the broker acknowledged every record of this one.
+//!   once the broker acknowledged every record of this one. Each page scans the selection for
+//!   its keys (a top-N sort bounded by the LIMIT) and fetches only its own rows by `ctid`.
 //! * **Refused when older than the tombstone window.** A sink keeps a deleted row's tombstone
 //!   for its tombstone window; an event older than that could bring a deleted row back. The
 //!   replay reads the oldest selected `occurred_at` first and refuses, naming
@@ -349,17 +350,21 @@ impl Queries {
             .relation
             .columns
             .iter()
-            .map(|col| format!("{}::text", ident(&col.name)))
+            .map(|col| format!("x.{}::text", ident(&col.name)))
             .collect();
         // ctid last: a tie-breaker for rows whose id is null or not unique.
         let keyset = format!("{k}, {version}, {occ}, {i}, ctid");
+        // The page's keys first (the LIMIT right on the sort: a bounded top-N sort), then its
+        // rows by ctid (same statement, same snapshot), so the text of a row is made only for
+        // the rows of the page; the running byte count is taken over those.
         let page = |after: &str| {
             format!(
-                "SELECT * FROM (SELECT {k}, {version}::text, {occ}::text, {i}, ctid::text, {}, \
-                 row_number() OVER w AS n, sum(octet_length(o::text)) OVER w AS bytes \
-                 FROM {from} o WHERE {filter} AND {occ} IS NOT NULL {after} \
-                 WINDOW w AS (ORDER BY {keyset}) ORDER BY {keyset} LIMIT {}) page \
-                 WHERE n = 1 OR bytes <= {} ORDER BY n",
+                "SELECT * FROM (SELECT l.k, l.v::text, l.o::text, l.i, l.t::text, {}, \
+                 row_number() OVER w AS n, sum(octet_length(x::text)) OVER w AS bytes FROM (\
+                 SELECT {k} AS k, {version} AS v, {occ} AS o, {i} AS i, ctid AS t FROM {from} \
+                 WHERE {filter} AND {occ} IS NOT NULL {after} ORDER BY {keyset} LIMIT {}) l \
+                 JOIN {from} x ON x.ctid = l.t WINDOW w AS (ORDER BY l.k, l.v, l.o, l.i, l.t)) \
+                 page WHERE n = 1 OR bytes <= {} ORDER BY n",
                 columns.join(", "),
                 request.page_rows.max(1),
                 request.page_bytes.max(1),

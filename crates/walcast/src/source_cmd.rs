@@ -65,7 +65,7 @@ struct ReplayArgs {
     dry_run: bool,
     /// Rows per page, at most (each page is read by one statement and acknowledged by the
     /// broker before the next; a page also stops at [kafka] max_in_flight_bytes of rows).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     page_rows: i64,
 }
 
