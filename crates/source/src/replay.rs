@@ -355,15 +355,16 @@ impl Queries {
         // ctid last: a tie-breaker for rows whose id is null or not unique.
         let keyset = format!("{k}, {version}, {occ}, {i}, ctid");
         // The page's keys first (the LIMIT right on the sort: a bounded top-N sort), then its
-        // rows by ctid (same statement, same snapshot), so the text of a row is made only for
-        // the rows of the page; the running byte count is taken over those.
+        // rows by ctid and tableoid (a partitioned outbox repeats ctids across partitions; same
+        // statement, same snapshot), so the text of a row is made only for the rows of the
+        // page; the running byte count is taken over those.
         let page = |after: &str| {
             format!(
                 "SELECT * FROM (SELECT l.k, l.v::text, l.o::text, l.i, l.t::text, {}, \
                  row_number() OVER w AS n, sum(octet_length(x::text)) OVER w AS bytes FROM (\
-                 SELECT {k} AS k, {version} AS v, {occ} AS o, {i} AS i, ctid AS t FROM {from} \
-                 WHERE {filter} AND {occ} IS NOT NULL {after} ORDER BY {keyset} LIMIT {}) l \
-                 JOIN {from} x ON x.ctid = l.t WINDOW w AS (ORDER BY l.k, l.v, l.o, l.i, l.t)) \
+                 SELECT {k} AS k, {version} AS v, {occ} AS o, {i} AS i, ctid AS t, tableoid AS r \
+                 FROM {from} WHERE {filter} AND {occ} IS NOT NULL {after} ORDER BY {keyset} \
+                 LIMIT {}) l JOIN {from} x ON x.ctid = l.t AND x.tableoid = l.r WINDOW w AS (ORDER BY l.k, l.v, l.o, l.i, l.t)) \
                  page WHERE n = 1 OR bytes <= {} ORDER BY n",
                 columns.join(", "),
                 request.page_rows.max(1),
