@@ -198,15 +198,21 @@ pub async fn replay(config: &SourceConfig, request: &Request) -> Result<Summary>
         .map_err(Error::postgres("reading a page of outbox rows"))?;
         let Some(last) = page.last() else { break };
         summary.pages += 1;
-        after = Some([0, 1, 2, 3, 4].map(|c| last.get::<_, Option<String>>(c).unwrap_or_default()));
+        let mut keys: [String; KEYSET] = Default::default();
+        for (c, key) in keys.iter_mut().enumerate() {
+            *key = text(last, c)?.unwrap_or_default();
+        }
+        after = Some(keys);
         for row in &page {
             let tuple = TupleData {
                 columns: (0..table.relation.columns.len())
-                    .map(|c| match row.get::<_, Option<String>>(KEYSET + c) {
-                        Some(text) => TupleValue::Text(Bytes::from(text)),
-                        None => TupleValue::Null,
+                    .map(|c| {
+                        Ok(match text(row, KEYSET + c)? {
+                            Some(text) => TupleValue::Text(Bytes::from(text)),
+                            None => TupleValue::Null,
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_>>()?,
             };
             summary.rows += 1;
             let record =
@@ -224,6 +230,14 @@ pub async fn replay(config: &SourceConfig, request: &Request) -> Result<Summary>
         }
     }
     Ok(summary)
+}
+
+/// Column `i` of a page row as text; an error, not a panic, when it is not UTF-8 (a
+/// `SQL_ASCII` database).
+fn text(row: &tokio_postgres::Row, i: usize) -> Result<Option<String>> {
+    row.try_get(i).map_err(Error::postgres(
+        "reading an outbox row as text (is the database's encoding UTF-8?)",
+    ))
 }
 
 /// Adds an acknowledged (or, dry, routed) record to the summary.
