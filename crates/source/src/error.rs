@@ -88,6 +88,10 @@ pub enum Error {
     )]
     InvalidOp { op: String, table: String, lsn: Lsn },
 
+    /// A replay that cannot be done safely as asked; the message names the way out.
+    #[error("replay refused: {0}")]
+    Replay(String),
+
     /// The admin endpoint could not be bound or served.
     #[error("admin endpoint: {0}")]
     Admin(#[source] std::io::Error),
@@ -110,6 +114,7 @@ impl Error {
             | Error::MissingSignalTable { .. }
             | Error::MissingColumn { .. }
             | Error::InvalidOp { .. }
+            | Error::Replay(_)
             | Error::Admin(_) => false,
         }
     }

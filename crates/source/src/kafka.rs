@@ -18,11 +18,13 @@
 //! `retry.backoff.max.ms`, `reconnect.backoff.max.ms`); the pipeline stops reading at its
 //! in-flight bounds and the slot lag grows until the broker is back.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc;
@@ -30,6 +32,7 @@ use tracing::{debug, warn};
 use walcast_pgoutput::Lsn;
 
 use crate::config::KafkaConfig;
+use crate::dead_letter::Letter;
 use crate::error::{Error, Result};
 use crate::metrics::SourceMetrics;
 use crate::progress::TxnId;
@@ -59,6 +62,36 @@ pub(crate) struct Refused {
     pub topic: String,
     pub key: Option<Bytes>,
     pub headers: Vec<(HeaderName, Bytes)>,
+}
+
+impl Refused {
+    /// Whether the record was refused for its size: an event refused so becomes a
+    /// `payload_too_large` dead letter; any other refusal is final.
+    pub(crate) fn too_large(&self) -> bool {
+        matches!(
+            self.error,
+            KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
+            )
+        )
+    }
+
+    /// The dead letter of an event refused for its size (`meta`: the event's).
+    pub(crate) fn into_letter(self, meta: &Meta) -> Letter {
+        Letter {
+            kind: "payload_too_large",
+            error: format!(
+                "the broker refused the record: {}; the payload is left out here, read it from the outbox row by its id (or raise the topic's max.message.bytes)",
+                self.error
+            ),
+            headers: self.headers,
+            key: self.key,
+            value: None,
+            original_topic: Some(Arc::from(self.topic.as_str())),
+            lsn: meta.lsn,
+            timestamp_ms: meta.commit_ms,
+        }
+    }
 }
 
 struct Context {

@@ -28,6 +28,8 @@
 //!   become snapshot commands; the pipeline holds their transaction until they are stored.
 //! * `pipeline.rs`: the loop, bounded in-flight records, graceful shutdown; `kafka.rs`: the
 //!   producer; `monitor.rs`: slot lag, stall detection, heartbeat.
+//! * [`replay`]: `walcast source replay`, outbox rows still in the table published again
+//!   through the same router.
 //! * `runner.rs`: the supervisor ([`Source`]) and [`serve`]; [`metrics`]: metric names.
 //!
 //! Errors are one type, [`Error`]; retryable ones make the source start over from the
@@ -60,6 +62,7 @@ mod outbox;
 mod pipeline;
 mod progress;
 pub mod record;
+pub mod replay;
 mod runner;
 pub mod signal;
 mod snapshot;

@@ -429,12 +429,7 @@ impl Pipeline {
             }
             Err(refused) => {
                 self.metrics.delivery_errors.inc();
-                let too_big = matches!(
-                    refused.error,
-                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
-                        | KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessageSize)
-                );
-                if !too_big || meta.kind == RecordKind::DeadLetter {
+                if !refused.too_large() || meta.kind == RecordKind::DeadLetter {
                     return Err(Error::Delivery {
                         topic: refused.topic,
                         lsn: meta.lsn,
@@ -442,19 +437,7 @@ impl Pipeline {
                     });
                 }
                 warn!(lsn = %meta.lsn, topic = %refused.topic, error = %refused.error, "the broker refused an event as too large; sending it to the dead-letter topic");
-                let letter = Letter {
-                    kind: "payload_too_large",
-                    error: format!(
-                        "the broker refused the record: {}; the payload is left out here, read it from the outbox row by its id (or raise the topic's max.message.bytes)",
-                        refused.error
-                    ),
-                    headers: refused.headers,
-                    key: refused.key,
-                    value: None,
-                    original_topic: Some(Arc::from(refused.topic.as_str())),
-                    lsn: meta.lsn,
-                    timestamp_ms: meta.commit_ms,
-                };
+                let letter = refused.into_letter(&meta);
                 let dead = self.router.dead_letters().record(letter);
                 // The dead letter takes the refused record's place in the ledger.
                 self.refused.push_back((meta.txn, dead));

@@ -14,6 +14,7 @@
 //! | `walcast.commit_lsn` | WAL position of its transaction's commit record |
 //! | `walcast.xid` | transaction id |
 //! | `walcast.commit_ts` | commit time, RFC 3339 UTC with microseconds ([`walcast_pgoutput::Timestamp`]) |
+//! | `walcast.replay` | `true` on a record republished from the outbox table by `walcast source replay`, which carries no `walcast.lsn`, `walcast.commit_lsn`, `walcast.xid`, `walcast.commit_ts` (its timestamp is the replay's time) |
 //!
 //! Values are [`Bytes`] slices of the replication message where possible: a record costs a
 //! few small allocations, never a copy of the payload before librdkafka's own.
@@ -38,6 +39,8 @@ pub const COMMIT_LSN: &str = "walcast.commit_lsn";
 pub const XID: &str = "walcast.xid";
 /// Header with the commit time.
 pub const COMMIT_TS: &str = "walcast.commit_ts";
+/// Header `true` on a record republished from the outbox table (`walcast source replay`).
+pub const REPLAY: &str = "walcast.replay";
 /// DLQ header: what went wrong, for a human.
 pub const ERROR: &str = "walcast.error";
 /// DLQ header: what went wrong, one word (`null_column`, `missing_column`, `no_row`,

@@ -15,6 +15,7 @@ mod compose;
 mod crash_matrix;
 mod dead_letters;
 mod hostile;
+mod replay;
 mod schema;
 mod security;
 mod snapshot;

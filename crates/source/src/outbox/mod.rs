@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::{debug, warn};
+use walcast_pgoutput::Lsn;
 use walcast_pgoutput::message::{Relation, TupleData, TupleValue};
 use walcast_pgoutput::value::{pg_type, text_to_json};
 use walcast_replication::{Change, Op, TableName};
@@ -34,6 +35,38 @@ use walcast_replication::{Change, Op, TableName};
 use crate::config::{InvalidOp, SourceConfig};
 use crate::error::{Error, Result};
 use crate::record::{self, HeaderName, Record, RecordKind, TxnMeta};
+
+/// Where a row comes from: the WAL (the live stream) or a SQL read of the outbox table
+/// (`walcast source replay`). Both build the same record; only the position headers and the
+/// record timestamp differ.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    /// A change of the live stream: `walcast.lsn`, `walcast.commit_lsn`, `walcast.xid`,
+    /// `walcast.commit_ts`; the record timestamp is the commit time.
+    Wal {
+        change: &'a Change,
+        txn: &'a TxnMeta,
+    },
+    /// A row read back from the table: header `walcast.replay = true` and no WAL position
+    /// (a sink has no LSN to account for it); the record timestamp is `timestamp_ms`.
+    Replay { timestamp_ms: i64 },
+}
+
+impl Origin<'_> {
+    fn lsn(&self) -> Lsn {
+        match self {
+            Origin::Wal { change, .. } => change.lsn,
+            Origin::Replay { .. } => Lsn(0),
+        }
+    }
+
+    fn timestamp_ms(&self) -> i64 {
+        match self {
+            Origin::Wal { txn, .. } => txn.commit_ms,
+            Origin::Replay { timestamp_ms } => *timestamp_ms,
+        }
+    }
+}
 
 /// What became of a change.
 #[derive(Debug)]
@@ -82,6 +115,7 @@ pub(crate) struct Names {
     pub(crate) commit_lsn: HeaderName,
     pub(crate) xid: HeaderName,
     pub(crate) commit_ts: HeaderName,
+    pub(crate) replay: HeaderName,
 }
 
 /// The router; one per source. See the module docs.
@@ -128,6 +162,7 @@ impl Router {
                 commit_lsn: record::COMMIT_LSN.into(),
                 xid: record::XID.into(),
                 commit_ts: record::COMMIT_TS.into(),
+                replay: record::REPLAY.into(),
             },
             dead_letters: DeadLetter::new(
                 &config.dlq_topic(),
@@ -185,8 +220,20 @@ impl Router {
                 error: "the INSERT carried no row data; start replication with raw rows".into(),
                 ..Letter::default()
             };
-            return Ok(self.dead(change, txn, letter));
+            return Ok(self.dead(Origin::Wal { change, txn }, letter));
         };
+        Ok(self.route_row(relation, tuple, Origin::Wal { change, txn }))
+    }
+
+    /// Routes one inserted outbox row (`relation`: the table's columns, `tuple`: the row in
+    /// text format): the live stream's rows through [`Router::route`], rows read back from
+    /// the table by the replay with [`Origin::Replay`].
+    pub(crate) fn route_row(
+        &mut self,
+        relation: &Arc<Relation>,
+        tuple: &TupleData,
+        origin: Origin<'_>,
+    ) -> Routed {
         let mapping = match self.mapping_for(relation) {
             Ok(m) => m,
             Err(error) => {
@@ -196,34 +243,38 @@ impl Router {
                     value: DeadLetter::row_json(relation, tuple),
                     ..Letter::default()
                 };
-                return Ok(self.dead(change, txn, letter));
+                return self.dead(origin, letter);
             }
         };
-        Ok(self.map_row(change, txn, relation, tuple, &mapping))
+        self.map_row(origin, relation, tuple, &mapping)
     }
 
-    /// A dead letter with the change's position headers.
-    fn dead(&self, change: &Change, txn: &TxnMeta, mut letter: Letter) -> Routed {
-        letter.headers.extend(self.position(change, txn));
-        letter.lsn = change.lsn;
-        letter.timestamp_ms = txn.commit_ms;
+    /// A dead letter with the row's position headers.
+    fn dead(&self, origin: Origin<'_>, mut letter: Letter) -> Routed {
+        self.position(origin, &mut letter.headers);
+        letter.lsn = origin.lsn();
+        letter.timestamp_ms = origin.timestamp_ms();
         Routed::DeadLetter(self.dead_letters.record(letter))
     }
 
-    /// The `walcast.*` headers of a change.
-    fn position(&self, change: &Change, txn: &TxnMeta) -> [(HeaderName, Bytes); 4] {
-        [
-            (self.names.lsn.clone(), Bytes::from(change.lsn.to_string())),
-            (self.names.commit_lsn.clone(), txn.commit_lsn.clone()),
-            (self.names.xid.clone(), txn.xid.clone()),
-            (self.names.commit_ts.clone(), txn.commit_ts.clone()),
-        ]
+    /// Appends the `walcast.*` headers of a row: its WAL position, or the replay mark.
+    fn position(&self, origin: Origin<'_>, headers: &mut Vec<(HeaderName, Bytes)>) {
+        match origin {
+            Origin::Wal { change, txn } => headers.extend([
+                (self.names.lsn.clone(), Bytes::from(change.lsn.to_string())),
+                (self.names.commit_lsn.clone(), txn.commit_lsn.clone()),
+                (self.names.xid.clone(), txn.xid.clone()),
+                (self.names.commit_ts.clone(), txn.commit_ts.clone()),
+            ]),
+            Origin::Replay { .. } => {
+                headers.push((self.names.replay.clone(), Bytes::from_static(b"true")));
+            }
+        }
     }
 
     fn map_row(
         &mut self,
-        change: &Change,
-        txn: &TxnMeta,
+        origin: Origin<'_>,
         relation: &Relation,
         tuple: &TupleData,
         m: &Mapping,
@@ -270,7 +321,7 @@ impl Router {
                 value: DeadLetter::row_json(relation, tuple),
                 ..Letter::default()
             };
-            return self.dead(change, txn, letter);
+            return self.dead(origin, letter);
         }
         let topic = match self.topic(tuple, m) {
             Ok(t) => t,
@@ -283,18 +334,18 @@ impl Router {
                     value: DeadLetter::row_json(relation, tuple),
                     ..Letter::default()
                 };
-                return self.dead(change, txn, letter);
+                return self.dead(origin, letter);
             }
         };
-        headers.extend(self.position(change, txn));
+        self.position(origin, &mut headers);
         let event = Record {
             kind: RecordKind::Event,
             topic,
             key,
             value: payload,
             headers,
-            timestamp_ms: txn.commit_ms,
-            lsn: change.lsn,
+            timestamp_ms: origin.timestamp_ms(),
+            lsn: origin.lsn(),
         };
         let size = event.size();
         if size + FRAMING_BYTES > self.max_message_bytes {

@@ -305,3 +305,69 @@ fn invalid_ops_follow_the_configured_behaviour() {
         Routed::Skipped(Skip::OtherTable)
     ));
 }
+
+#[test]
+fn a_replayed_row_is_the_live_record_with_the_replay_mark_instead_of_the_wal_position() {
+    let mut router = Router::new(&config(
+        "topic = \"outbox.event.{event_type}\"\ndlq_topic = \"outbox.dlq\"\n[outbox.headers]\ncorrelation_id = \"correlation_id\"",
+    ));
+    let rel = outbox_relation();
+    let mut tuple = good_row(r#"{"version": 3}"#);
+    tuple.columns[4] = text("c0ffee00-0000-4000-8000-000000000001");
+    let Routed::Event(live) = routed(&mut router, &change(Op::Insert, &rel, Some(tuple.clone())))
+    else {
+        panic!("not an event");
+    };
+    let Routed::Event(replayed) = router.route_row(
+        &rel,
+        &tuple,
+        Origin::Replay {
+            timestamp_ms: 1_800_000_000_000,
+        },
+    ) else {
+        panic!("not an event");
+    };
+    assert_eq!(&*replayed.topic, "outbox.event.ProductCreated");
+    assert_eq!(
+        (&replayed.topic, &replayed.key, &replayed.value),
+        (&live.topic, &live.key, &live.value)
+    );
+    let position = [
+        record::LSN,
+        record::COMMIT_LSN,
+        record::XID,
+        record::COMMIT_TS,
+    ];
+    let without = |r: &Record| -> Vec<(String, String)> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| !position.contains(&&**k) && &**k != record::REPLAY)
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+            .collect()
+    };
+    assert_eq!(without(&replayed), without(&live));
+    assert_eq!(
+        without(&live).len(),
+        4,
+        "id, event_type, correlation_id, occurred_at"
+    );
+    assert_eq!(header(&replayed, record::REPLAY).as_deref(), Some("true"));
+    assert!(position.iter().all(|h| header(&replayed, h).is_none()));
+    assert_eq!(header(&live, record::REPLAY), None);
+    assert_eq!(replayed.timestamp_ms, 1_800_000_000_000);
+
+    // A row the router cannot map is the same dead letter, marked as replayed.
+    let mut null_key = good_row("{}");
+    null_key.columns[1] = TupleValue::Null;
+    let Routed::DeadLetter(dead) =
+        router.route_row(&rel, &null_key, Origin::Replay { timestamp_ms: 0 })
+    else {
+        panic!("not a dead letter");
+    };
+    assert_eq!(
+        header(&dead, record::ERROR_KIND).as_deref(),
+        Some("null_column")
+    );
+    assert_eq!(header(&dead, record::REPLAY).as_deref(), Some("true"));
+    assert_eq!(header(&dead, record::LSN), None);
+}
