@@ -53,6 +53,10 @@ pub enum Error {
         key: String,
     },
 
+    /// A `[[snapshot.tables]]` entry does not match the database; the message names the fix.
+    #[error("snapshot table {table} {problem}")]
+    SnapshotTable { table: String, problem: String },
+
     /// A Kafka client operation failed (broker unreachable, metadata, topic creation), or a
     /// topic exists with settings other than the configured ones.
     #[error(transparent)]
@@ -98,6 +102,7 @@ impl Error {
             Error::Config(_)
             | Error::MissingTable { .. }
             | Error::MissingColumn { .. }
+            | Error::SnapshotTable { .. }
             | Error::InvalidOp { .. }
             | Error::Admin(_) => false,
         }

@@ -97,9 +97,18 @@ pub(crate) struct Pipeline {
     last_stall_log: Option<Instant>,
     metrics: SourceMetrics,
     health: Health,
+    /// The snapshot controller's commands (signal rows become commands).
+    #[allow(dead_code)]
+    snapshots: Option<crate::snapshot::Commands>,
 }
 
 impl Pipeline {
+    /// Where snapshot commands go.
+    pub(crate) fn with_snapshots(mut self, commands: crate::snapshot::Commands) -> Pipeline {
+        self.snapshots = Some(commands);
+        self
+    }
+
     pub(crate) fn new(
         config: Arc<SourceConfig>,
         changes: ChangeStream,
@@ -137,6 +146,7 @@ impl Pipeline {
             last_stall_log: None,
             metrics,
             health,
+            snapshots: None,
         }
     }
 

@@ -19,9 +19,10 @@ use walcast_telemetry::metrics::Registry;
 use crate::config::SourceConfig;
 use crate::error::Result;
 use crate::kafka::Producer;
-use crate::metrics::SourceMetrics;
+use crate::metrics::{SnapshotTableMetrics, SourceMetrics};
 use crate::monitor::MonitorConfig;
 use crate::pipeline::{Output, Pipeline};
+use crate::snapshot::{self, Controller};
 use crate::{monitor, outbox, stopped};
 
 /// How to run.
@@ -40,6 +41,7 @@ pub struct Source {
     options: Options,
     health: Health,
     metrics: SourceMetrics,
+    snapshot_metrics: std::collections::BTreeMap<String, SnapshotTableMetrics>,
 }
 
 impl Source {
@@ -51,7 +53,13 @@ impl Source {
         health: Health,
     ) -> Source {
         let metrics = SourceMetrics::new(registry, &config.postgres.slot);
+        let snapshot_metrics = crate::metrics::snapshot_metrics(
+            registry,
+            &config.postgres.slot,
+            config.snapshot.tables.iter().map(|t| t.table.as_str()),
+        );
         Source {
+            snapshot_metrics,
             config: Arc::new(config),
             options,
             health,
@@ -120,10 +128,12 @@ impl Source {
             .await
             .map_err(walcast_replication::Error::from)?;
         outbox::check_columns(&client, config).await?;
+        let snapshot_tables = snapshot::check_tables(&client, config).await?;
         drop(client);
 
         let acks = mpsc::unbounded_channel();
         let mut known_topics = HashMap::new();
+        let mut controller = None;
         let output = if self.options.discard {
             info!("discard mode: records are routed and dropped; nothing is produced or confirmed");
             Output::Discard
@@ -146,6 +156,27 @@ impl Source {
                 }
                 let limit = admin.max_message_bytes(topic).await?;
                 known_topics.insert(Arc::from(topic.as_str()), limit);
+            }
+            if !snapshot_tables.is_empty() {
+                let limit = |topic: &str| {
+                    known_topics
+                        .get(topic)
+                        .map_or(config.kafka.max_message_bytes, |&l: &usize| {
+                            l.min(config.kafka.max_message_bytes)
+                        })
+                };
+                let setup = snapshot::Setup {
+                    connect: connect.clone(),
+                    tables: snapshot_tables,
+                    admin: &admin,
+                    record_limit: limit(&config.kafka.topic),
+                    dlq_limit: limit(&dlq),
+                    metrics: self.snapshot_metrics.clone(),
+                };
+                let mut c = Controller::new(config.clone(), setup).await?;
+                // Before the change stream creates a missing slot.
+                c.request_initial().await?;
+                controller = Some(c);
             }
             let producer = Producer::new(&config.kafka, self.metrics.clone(), acks.0.clone())?;
             Output::Kafka { producer, admin }
@@ -180,6 +211,12 @@ impl Source {
             self.health.clone(),
             monitor_rx,
         ));
+        // Snapshots run only here, in the process that streams the slot, and stop with it.
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let snapshots = match controller {
+            Some(c) => tokio::spawn(c.run(commands_rx)),
+            None => tokio::spawn(snapshot::ignore(commands_rx)),
+        };
         let pipeline = Pipeline::new(
             config.clone(),
             changes,
@@ -188,8 +225,10 @@ impl Source {
             known_topics,
             self.metrics.clone(),
             self.health.clone(),
-        );
+        )
+        .with_snapshots(commands);
         let result = pipeline.run(stop).await;
+        snapshots.abort();
         let _ = monitor_stop.send(true);
         let _ = monitor.await;
         result
