@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio_postgres::Client;
 use uuid::Uuid;
-use walcast_pgoutput::value::text_to_json;
+use walcast_pgoutput::value::{pg_type, text_to_json};
 use walcast_pgoutput::{Lsn, Timestamp};
 use walcast_replication::TableName;
 
@@ -288,6 +288,9 @@ impl Table {
 fn json(type_oid: u32, text: Option<&str>) -> Value {
     match text {
         None => Value::Null,
+        // `bool::text` is `true`/`false`, unlike the output function's `t`/`f`.
+        Some("true") if type_oid == pg_type::BOOL => Value::Bool(true),
+        Some("false") if type_oid == pg_type::BOOL => Value::Bool(false),
         Some(s) => text_to_json(type_oid, s).unwrap_or_else(|_| Value::String(s.to_owned())),
     }
 }
@@ -323,7 +326,6 @@ fn quote(ident: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use walcast_pgoutput::value::pg_type;
 
     fn table() -> Table {
         let col = |name: &str, field: &str, type_oid| Column {
@@ -358,7 +360,7 @@ mod tests {
             values: vec![
                 Some("7d6f0e4e-0000-4000-8000-000000000001".into()),
                 Some("12.50".into()),
-                Some("t".into()),
+                Some("true".into()),
                 Some("7".into()),
                 Some("Infinity".into()),
                 Some("{\"a\": [1]}".into()),
