@@ -31,7 +31,7 @@ async fn initial_snapshot_emits_one_event_per_existing_row_and_completes() {
         &db,
         &brokers,
         "",
-        &products_section(true, CHUNK),
+        &products_section(true, CHUNK, 0),
     );
     let source = InProcess::start(load_config(&path));
 
@@ -165,7 +165,7 @@ async fn a_snapshot_table_without_its_version_column_is_refused_at_start() {
         &db,
         &kafka.bootstrap(),
         "",
-        &products_section(true, 100),
+        &products_section(true, 100, 0),
     );
     let source = InProcess::start(load_config(&path));
     let stopped = wait_until_async("the source stopped", Duration::from_secs(60), || async {

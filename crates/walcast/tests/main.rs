@@ -17,6 +17,7 @@ mod dead_letters;
 mod hostile;
 mod schema;
 mod security;
+mod snapshot_crash;
 mod soak;
 mod source_crash;
 mod support;

@@ -31,13 +31,15 @@ pub async fn prepare_with_products(db: &TestDb, n: usize) {
     .await;
 }
 
-/// `[snapshot]` for `public.products` as the catalog ships it, with `chunk_size`.
-pub fn products_section(initial: bool, chunk_size: u32) -> String {
+/// `[snapshot]` for `public.products` as the catalog ships it, with `chunk_size` and
+/// `max_rows_per_sec`.
+pub fn products_section(initial: bool, chunk_size: u32, max_rows_per_sec: u32) -> String {
     format!(
         r#"
 [snapshot]
 initial = {initial}
 chunk_size = {chunk_size}
+max_rows_per_sec = {max_rows_per_sec}
 
 [[snapshot.tables]]
 table = "public.products"
