@@ -18,6 +18,7 @@ mod hostile;
 mod schema;
 mod security;
 mod snapshot_crash;
+mod snapshot_e2e;
 mod soak;
 mod source_crash;
 mod support;
