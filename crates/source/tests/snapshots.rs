@@ -8,13 +8,12 @@ use std::time::Duration;
 use walcast_kafka::snapshots::Status;
 use walcast_source::{metrics, record};
 
+use crate::startup::start_error;
 use crate::support::kafka::TopicReader;
 use crate::support::snapshot::{
-    initial_id, prepare_with_products, products_section, progress, wait_final,
+    initial_id, prepare_with_products, products_config, progress, wait_final,
 };
-use crate::support::{
-    InProcess, TestDb, blocking, config_file, load_config, ok, shared_kafka, wait_until_async,
-};
+use crate::support::{InProcess, TestDb, blocking, load_config, ok, shared_kafka};
 
 const ROWS: usize = 20_000;
 const CHUNK: u32 = 2_000;
@@ -26,13 +25,7 @@ async fn initial_snapshot_emits_one_event_per_existing_row_and_completes() {
     let db = TestDb::new("snapinit");
     prepare_with_products(&db, ROWS).await;
     let dir = ok(tempfile::tempdir());
-    let path = config_file(
-        dir.path(),
-        &db,
-        &brokers,
-        "",
-        &products_section(true, CHUNK, 0),
-    );
+    let path = products_config(dir.path(), &db, &brokers, CHUNK, 0);
     let source = InProcess::start(load_config(&path));
 
     let id = initial_id(&db);
@@ -160,26 +153,8 @@ async fn a_snapshot_table_without_its_version_column_is_refused_at_start() {
     ))
     .await;
     let dir = ok(tempfile::tempdir());
-    let path = config_file(
-        dir.path(),
-        &db,
-        &kafka.bootstrap(),
-        "",
-        &products_section(true, 100, 0),
-    );
-    let source = InProcess::start(load_config(&path));
-    let stopped = wait_until_async("the source stopped", Duration::from_secs(60), || async {
-        source.is_finished()
-    })
-    .await
-    .is_ok();
-    assert!(stopped, "the source should have refused to start");
-    let e = match source.stop().await {
-        Ok(()) => panic!("started"),
-        Err(e) => e,
-    };
-    assert!(!e.is_retryable(), "{e}");
-    let text = e.to_string();
+    let path = products_config(dir.path(), &db, &kafka.bootstrap(), 100, 0);
+    let text = start_error(InProcess::start(load_config(&path))).await;
     assert!(
         text.contains("public.products")
             && text.contains("no column \"version\"")

@@ -10,9 +10,9 @@ use walcast_kafka::snapshots::Status;
 use crate::source_crash::stable_ends;
 use crate::support::source::kafka::TopicReader;
 use crate::support::source::snapshot::{
-    initial_id, prepare_with_products, products_section, progress, wait_final,
+    initial_id, prepare_with_products, products_config, progress, wait_final,
 };
-use crate::support::source::{TestDb, config_file, ok, shared_kafka, wait_until_async};
+use crate::support::source::{TestDb, ok, shared_kafka, wait_until_async};
 use crate::support::walcast;
 
 const ROWS: usize = 20_000;
@@ -25,13 +25,7 @@ async fn kill_9_mid_snapshot_resumes_and_re_emits_at_most_one_chunk_per_kill() {
     prepare_with_products(&db, ROWS).await;
     let dir = ok(tempfile::tempdir());
     // Throttled so that the kills land mid-snapshot: 20,000 rows take about 8 s.
-    let path = config_file(
-        dir.path(),
-        &db,
-        &brokers,
-        "",
-        &products_section(true, CHUNK, 2_500),
-    );
+    let path = products_config(dir.path(), &db, &brokers, CHUNK, 2_500);
     let mut child = walcast(
         "source",
         &["source", "--config", path.to_str().unwrap()],

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -531,32 +530,19 @@ impl Controller {
             .label
             .parse()
             .unwrap_or_else(|_| TableName::new("public", &table.label));
-        DeadLetter::new(&self.dlq_topic, &name, self.dlq_limit).record(Letter {
-            kind: "payload_too_large",
-            error: format!(
+        DeadLetter::new(&self.dlq_topic, &name, self.dlq_limit).record(Letter::too_large(
+            record,
+            format!(
                 "snapshot record of {} bytes {why} ({} bytes); the value is left out here: read the row from its table by the record key, or raise max.message.bytes",
                 record.size(),
                 self.record_limit
             ),
-            headers: record.headers.clone(),
-            key: record.key.clone(),
-            value: None,
-            original_topic: Some(record.topic.clone()),
-            lsn: record.lsn,
-            timestamp_ms: record.timestamp_ms,
-        })
+        ))
     }
 
     fn send(&self, record: &Record) -> std::result::Result<DeliveryFuture, KafkaError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(&v[..]),
-            });
-        }
         let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
-            .headers(headers)
+            .headers(crate::kafka::headers(record))
             .timestamp(record.timestamp_ms);
         if let Some(k) = &record.key {
             r = r.key(&k[..]);

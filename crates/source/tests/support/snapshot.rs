@@ -2,13 +2,14 @@
 //! `[snapshot]` section for it, and the progress topic read back.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use walcast_config::KafkaProperties;
 use walcast_kafka::ClientSettings;
 use walcast_kafka::snapshots::{self, SnapshotState};
 
-use super::{TestDb, WRITE_SQL, ok};
+use super::{TestDb, WRITE_SQL, config_file, ok};
 
 /// The write schema and the publication, `n` products, and no slot: the source creates it,
 /// which is when `[snapshot] initial = true` applies.
@@ -50,6 +51,18 @@ occurred_at_column = "updated_at"
 rename = {{ id = "productId" }}
 "#
     )
+}
+
+/// A connector file for `db` in `dir` with [`products_section`].
+pub fn products_config(
+    dir: &Path,
+    db: &TestDb,
+    brokers: &str,
+    chunk_size: u32,
+    max_rows_per_sec: u32,
+) -> PathBuf {
+    let section = products_section(true, chunk_size, max_rows_per_sec);
+    config_file(dir, db, brokers, "", &section)
 }
 
 /// The id of the initial snapshot of `db`'s slot.
