@@ -11,9 +11,9 @@ use walcast_source::{metrics, record};
 use crate::startup::start_error;
 use crate::support::kafka::TopicReader;
 use crate::support::snapshot::{
-    initial_id, prepare_with_products, products_config, progress, wait_final,
+    initial_id, prepare_with_products, products_config, products_section, progress, wait_final,
 };
-use crate::support::{InProcess, TestDb, blocking, load_config, ok, shared_kafka};
+use crate::support::{InProcess, TestDb, blocking, config_file, load_config, ok, shared_kafka};
 
 const ROWS: usize = 20_000;
 const CHUNK: u32 = 2_000;
@@ -142,7 +142,7 @@ fn uuid_v5(text: &str) -> Result<String, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_table_without_its_version_column_is_refused_at_start() {
+async fn a_snapshot_table_without_a_version_column_or_a_unique_key_is_refused_at_start() {
     let kafka = shared_kafka();
     let db = TestDb::new("snapnover");
     db.exec(crate::support::WRITE_SQL).await;
@@ -170,4 +170,15 @@ async fn a_snapshot_table_without_its_version_column_is_refused_at_start() {
         ))
         .await;
     assert_eq!(slot, None);
+
+    // A key that is not unique would skip rows at chunk boundaries: refused too.
+    db.exec("ALTER TABLE products ADD COLUMN version int NOT NULL DEFAULT 0")
+        .await;
+    let section = products_section(true, 100, 0).replace("key = \"id\"", "key = \"name\"");
+    let path = config_file(dir.path(), &db, &kafka.bootstrap(), "", &section);
+    let text = start_error(InProcess::start(load_config(&path))).await;
+    assert!(
+        text.contains("key column \"name\"") && text.contains("name the primary key"),
+        "{text}"
+    );
 }

@@ -112,6 +112,27 @@ impl Table {
             "key",
             "name the table's unique key column (its primary key)",
         )?;
+        // Chunks follow the key: a key that is not unique, or NULL, would skip rows.
+        let unique: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
+                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                 WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL \
+                   AND i.indnkeyatts = 1 AND a.attname = $2 AND a.attnotnull)",
+                &[&oid, &key.0],
+            )
+            .await
+            .map_err(Error::postgres("checking a snapshot table's key"))?
+            .get(0);
+        if !unique {
+            return Err(Error::SnapshotTable {
+                table: t.table.clone(),
+                problem: format!(
+                    "key column \"{}\" is not NOT NULL with a unique index of its own; chunks follow the key, so name the primary key (or add such an index)",
+                    key.0
+                ),
+            });
+        }
         let version = find(
             &t.version_column,
             "version_column",
