@@ -25,14 +25,16 @@
 //!
 //! Peak RSS is `VmHWM` of the walcast process, read just before it is stopped.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use measure::{env_number, median, peak_rss_kib, scrape};
 use walcast_testkit::{ConnectorFile, Kafka, Postgres, Service, free_port, repo_root};
+
+#[path = "support/measure.rs"]
+mod measure;
 
 const PUBLICATION: &str = "bench_pub";
 const PG_RECVLOGICAL: &str = "/usr/lib/postgresql/15/bin/pg_recvlogical";
@@ -259,43 +261,4 @@ fn walcast(
     // SIGTERM (graceful), then SIGKILL if it does not exit within 30 s.
     child.terminate(Duration::from_secs(30));
     Ok((result?, rss))
-}
-
-/// One sample of `metric` from the admin endpoint (a minimal HTTP/1.1 GET).
-fn scrape(port: u16, metric: &str) -> anyhow::Result<f64> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body
-        .lines()
-        .find(|l| l.starts_with(metric))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name} must be a number")),
-        Err(_) => Ok(default),
-    }
 }
