@@ -165,9 +165,13 @@ impl Controller {
         let backoff = self.config.backoff();
         let mut attempt = 0;
         loop {
+            let started = Instant::now();
             let Err(e) = self.work(&mut commands).await else {
                 return;
             };
+            if started.elapsed() > Duration::from_secs(60) {
+                attempt = 0;
+            }
             let delay = backoff.delay(attempt).unwrap_or(backoff.max);
             attempt += 1;
             warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "snapshot stopped on a retryable error; resuming from the progress topic");
