@@ -15,12 +15,11 @@
 //! stream's p99 during a snapshot (see docs/benchmarks.md for what is left).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use measure::{env_number, median, peak_rss_kib, scrape};
-use walcast_testkit::{ConnectorFile, Kafka, Postgres, Service, free_port, repo_root};
+use measure::{env_number, median, pg_client_args, time_process, time_until};
+use walcast_testkit::{ConnectorFile, Kafka, Postgres, free_port, repo_root};
 
 #[path = "support/measure.rs"]
 mod measure;
@@ -93,24 +92,12 @@ fn copy_floor(pg: &Postgres) -> anyhow::Result<f64> {
                (extract(epoch FROM updated_at) * 1000000)::bigint, id::text, sku::text, \
                name::text, description::text, price::text, currency::text, is_active::text, \
                created_at::text, updated_at::text, version::text FROM products ORDER BY id) TO STDOUT";
-    let started = Instant::now();
-    let status = Command::new(PSQL)
-        .args([
-            "-h",
-            pg.host(),
-            "-p",
-            &pg.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-d", DB, "-X", "-q", "-c", sql])
-        .stdout(Stdio::null())
-        .status()
-        .context("running psql")?;
-    if !status.success() {
-        bail!("psql failed: {status}");
-    }
-    Ok(started.elapsed().as_secs_f64())
+    time_process(
+        Command::new(PSQL)
+            .args(pg_client_args(pg, DB))
+            .args(["-X", "-q", "-c", sql]),
+        "psql",
+    )
 }
 
 /// Runs `walcast source` with a new slot until the initial snapshot's rows are acknowledged;
@@ -132,25 +119,8 @@ fn snapshot(
         .set(&["kafka", "topic"], format!("{DB}_{round}.events"))
         .set(&["admin", "listen"], format!("127.0.0.1:{port}"));
     let config = file.write(&dir.join(format!("{slot}.toml")))?;
-    let started = Instant::now();
-    let mut child = Service::new(&slot, env!("CARGO_BIN_EXE_walcast"), dir)
-        .args(["source".into(), "--config".into(), config.into_os_string()])
-        .start()
-        .context("starting walcast source")?;
-    let result = (|| loop {
-        if scrape(port, ROWS_METRIC).unwrap_or(0.0) >= rows as f64 {
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        if let Some(status) = child.exit_status() {
-            bail!("walcast source exited early: {status}");
-        }
-        if started.elapsed() > DEADLINE {
-            bail!("the snapshot of {rows} rows did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    })();
-    let rss = child.pid().map_or(0, peak_rss_kib);
-    child.terminate(Duration::from_secs(30));
+    let args = vec!["source".into(), "--config".into(), config.into_os_string()];
+    let result = time_until(&slot, dir, args, port, ROWS_METRIC, rows, DEADLINE);
     pg.psql(DB, &format!("SELECT pg_drop_replication_slot('{slot}')"))?;
-    Ok((result?, rss))
+    result
 }
