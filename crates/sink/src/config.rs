@@ -54,7 +54,14 @@ pub struct KafkaConfig {
     /// Dead-letter topic; `<topic>.dlq` when not set. Created at start when missing.
     #[serde(default)]
     pub dlq_topic: Option<String>,
-    /// Seconds between looks for new partitions of the topic.
+    /// The source's snapshot progress topic; `<topic>.snapshots` when not set (the source's
+    /// default). Read only when a target has no stored offset for a partition that no longer
+    /// starts at offset 0: a completed snapshot that began after the deleted records makes
+    /// that start complete (docs/delivery-guarantees.md, "Retention").
+    #[serde(default)]
+    pub snapshot_topic: Option<String>,
+    /// Seconds between looks for new partitions of the topic, and between checks of a target
+    /// stopped on a retention gap.
     #[serde(default = "default_metadata_refresh_secs")]
     pub metadata_refresh_secs: u64,
     /// Extra librdkafka properties for consumers and the DLQ producer.
@@ -304,6 +311,15 @@ impl SinkConfig {
             .unwrap_or_else(|| format!("{}.dlq", self.kafka.topic))
     }
 
+    /// The snapshot progress topic (`[kafka] snapshot_topic`, by default the source's
+    /// default for the topic).
+    pub fn snapshot_topic(&self) -> String {
+        self.kafka
+            .snapshot_topic
+            .clone()
+            .unwrap_or_else(|| walcast_kafka::snapshots::default_topic(&self.kafka.topic))
+    }
+
     /// The consumer group (and `walcast_offsets.consumer_group`) of a target.
     pub fn group(&self, target: &str) -> String {
         format!("{}.{target}", self.kafka.group_prefix)
@@ -370,6 +386,14 @@ impl SinkConfig {
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
         {
             return fail("[retry] needs 0 < initial_backoff_ms <= max_backoff_ms".into());
+        }
+        if let Some(v) = (self.kafka.properties.expose()).get(crate::kafka::AUTO_OFFSET_RESET) {
+            return fail(format!(
+                "[kafka.properties] sets {}={v:?}; remove it: the sink never skips records \
+                 the topic no longer holds (a target stops instead, and `walcast sink rebuild \
+                 --from` repairs it; docs/operations.md, \"Retention\")",
+                crate::kafka::AUTO_OFFSET_RESET
+            ));
         }
         self.prune.validate()?;
         crate::projection::Projections::compile(self).map(|_| ())
@@ -500,5 +524,13 @@ mod tests {
         let shipped = SinkConfig::load(&crate::projection::tests::shipped_path()).unwrap();
         assert_eq!(shipped.tombstone_window(), Duration::from_secs(30 * 86_400));
         assert_eq!(shipped.prune.processed_events_window_secs, 8 * 86_400);
+    }
+
+    #[test]
+    fn the_snapshot_topic_defaults_to_the_sources_default() {
+        let mut config = SinkConfig::load(&crate::projection::tests::shipped_path()).unwrap();
+        assert_eq!(config.snapshot_topic(), "catalog.events.snapshots");
+        config.kafka.snapshot_topic = Some("progress".into());
+        assert_eq!(config.snapshot_topic(), "progress");
     }
 }

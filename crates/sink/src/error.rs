@@ -69,6 +69,13 @@ pub enum Error {
     #[error("{0}")]
     PartitionsChanged(String),
 
+    /// The topic no longer holds records a target needs (retention deleted them, or the topic
+    /// was re-created): the target cannot consume, or a plain rebuild cannot start, without a
+    /// gap. The message names the partitions, the missing offsets and the fixes (the
+    /// `retention` module).
+    #[error("{0}")]
+    Gap(String),
+
     /// The admin endpoint could not be served.
     #[error("admin endpoint: {0}")]
     Admin(#[source] std::io::Error),
@@ -82,7 +89,8 @@ impl Error {
             | Error::Load(_)
             | Error::SchemaFile { .. }
             | Error::Admin(_)
-            | Error::PartitionsChanged(_) => false,
+            | Error::PartitionsChanged(_)
+            | Error::Gap(_) => false,
             Error::Postgres { source, .. } => pg_retryable(source),
             Error::Connect { source, .. } => source.is_retryable(),
             Error::Kafka(e) => e.is_retryable(),

@@ -9,12 +9,18 @@
 //! group id names the target's row in `walcast_offsets`. New partitions are seen by re-reading
 //! the topic's metadata every `metadata_refresh_secs`, and refused until an operator accepts
 //! them (the `partitions` module).
+//!
+//! `auto.offset.reset` is `error`: librdkafka never jumps over records it cannot fetch. A
+//! partition without a stored offset is assigned at the first retained offset the `retention`
+//! check accepted, and an out-of-range answer at runtime ends the batch with [`Error::Gap`]
+//! so the target loop checks retention again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
@@ -42,11 +48,10 @@ impl std::fmt::Debug for Consumer {
 }
 
 pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
-    config.kafka.client().config(&[
+    let mut c = config.kafka.client().config(&[
         ("group.id", group),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
-        ("auto.offset.reset", "earliest"),
         ("enable.partition.eof", "false"),
         ("isolation.level", "read_committed"),
         // librdkafka prefetches up to 64 MB per consumer by default, and a fetch response may
@@ -55,7 +60,27 @@ pub(crate) fn client_config(config: &SinkConfig, group: &str) -> ClientConfig {
         // (a batch waits on the database, not on the broker).
         ("queued.max.messages.kbytes", "4096"),
         ("fetch.max.bytes", "4194304"),
-    ])
+    ]);
+    // Never jump over records the broker no longer has (or never had): an offset out of
+    // range is an error the target loop turns into a stop (the `retention` module). Set after
+    // the operator's properties, and refused among them by the config's validation.
+    c.set(AUTO_OFFSET_RESET, "error");
+    c
+}
+
+/// The librdkafka setting that decides what an out-of-range offset does.
+pub(crate) const AUTO_OFFSET_RESET: &str = "auto.offset.reset";
+
+/// Whether a consumer error means a fetch offset is out of range (below the first retained
+/// offset, or past the end): with `auto.offset.reset = error` librdkafka reports it and stops
+/// fetching that partition.
+fn out_of_range(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+        )
+    )
 }
 
 impl Consumer {
@@ -87,8 +112,14 @@ impl Consumer {
         }
     }
 
-    /// Consumes `partitions` from `offsets` (the stored next offsets), from the earliest
-    /// retained offset where none is stored.
+    /// `(low, high)` watermarks of each of `partitions`.
+    pub(crate) async fn watermarks(&self, partitions: &[i32]) -> Result<BTreeMap<i32, (i64, i64)>> {
+        fetch_watermarks(self.consumer.clone(), &self.topic, partitions).await
+    }
+
+    /// Consumes each of `partitions` from its offset in `offsets` (the stored next offset, or
+    /// the first retained offset the `retention` check accepted). A partition missing there
+    /// starts at the earliest retained offset.
     pub(crate) fn assign(&self, partitions: &[i32], offsets: &BTreeMap<i32, i64>) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
@@ -105,6 +136,14 @@ impl Consumer {
             .map_err(Error::kafka("assigning partitions"))
     }
 
+    /// Consumes nothing (a target stopped on a gap).
+    pub(crate) fn unassign(&self) -> Result<()> {
+        self.take_carry();
+        self.consumer
+            .unassign()
+            .map_err(Error::kafka("unassigning partitions"))
+    }
+
     fn take_carry(&self) -> Option<OwnedMessage> {
         self.carry.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
@@ -112,7 +151,8 @@ impl Consumer {
     /// Up to `limits.events` records and `limits.bytes` bytes ([`record_bytes`]): waits up to
     /// `idle` for the first, then up to `linger` for more. A record larger than `limits.bytes`
     /// is a batch of its own; a record that would overflow a batch is kept for the next one.
-    /// Empty if nothing arrived.
+    /// Empty if nothing arrived. An offset out of range is [`Error::Gap`] (the records of the
+    /// batch so far are dropped: nothing was stored, the next assignment re-reads them).
     pub(crate) async fn next_batch(
         &self,
         limits: Limits,
@@ -143,6 +183,12 @@ impl Consumer {
                     }
                     bytes += size;
                     out.push(m);
+                }
+                Ok(Err(e)) if out_of_range(&e) => {
+                    return Err(Error::Gap(format!(
+                        "the broker answered that an offset of {} is out of range ({e})",
+                        self.topic
+                    )));
                 }
                 Ok(Err(e)) => {
                     // librdkafka retries broker failures itself; report and keep polling.
@@ -200,7 +246,7 @@ async fn topic_partitions<C: rdkafka::consumer::Consumer + Send + Sync + 'static
         consumer.fetch_metadata(Some(&t), Duration::from_secs(5))
     })
     .await
-    .map_err(|_| Error::kafka("reading metadata")(rdkafka::error::KafkaError::Canceled))?
+    .map_err(|_| Error::kafka("reading metadata")(KafkaError::Canceled))?
     .map_err(Error::kafka(format!("reading metadata of {topic}")))?;
     let mut parts: Vec<i32> = md
         .topics()
@@ -255,26 +301,32 @@ impl Watermarks {
 
     /// `(low, high)` watermarks of each partition.
     pub(crate) async fn fetch(&self, partitions: &[i32]) -> Result<BTreeMap<i32, (i64, i64)>> {
-        let consumer = self.consumer.clone();
-        let topic = self.topic.clone();
-        let parts = partitions.to_vec();
-        tokio::task::spawn_blocking(move || {
-            parts
-                .iter()
-                .map(|p| {
-                    consumer
-                        .fetch_watermarks(&topic, *p, Duration::from_secs(5))
-                        .map(|w| (*p, w))
-                })
-                .collect::<std::result::Result<BTreeMap<_, _>, _>>()
-        })
-        .await
-        .map_err(|_| Error::kafka("reading watermarks")(rdkafka::error::KafkaError::Canceled))?
-        .map_err(Error::kafka(format!(
-            "reading watermarks of {}",
-            self.topic
-        )))
+        fetch_watermarks(self.consumer.clone(), &self.topic, partitions).await
     }
+}
+
+/// `(low, high)` watermarks of each of `partitions` of `topic`: the first retained offset and
+/// the end offset.
+async fn fetch_watermarks<C: rdkafka::consumer::Consumer + Send + Sync + 'static>(
+    consumer: Arc<C>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let t = topic.to_owned();
+    let parts = partitions.to_vec();
+    tokio::task::spawn_blocking(move || {
+        parts
+            .iter()
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&t, *p, Duration::from_secs(5))
+                    .map(|w| (*p, w))
+            })
+            .collect::<std::result::Result<BTreeMap<_, _>, _>>()
+    })
+    .await
+    .map_err(|_| Error::kafka("reading watermarks")(KafkaError::Canceled))?
+    .map_err(Error::kafka(format!("reading watermarks of {topic}")))
 }
 
 /// Messages from `next` (stored next offsets; the low watermark where none) to the high
@@ -284,4 +336,43 @@ pub(crate) fn lag(marks: &BTreeMap<i32, (i64, i64)>, next: &BTreeMap<i32, i64>) 
         .iter()
         .map(|(p, (low, high))| (high - next.get(p).copied().unwrap_or(*low).max(*low)).max(0))
         .sum()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_out_of_range_answers_are_gaps() {
+        for code in [
+            RDKafkaErrorCode::AutoOffsetReset,
+            RDKafkaErrorCode::OffsetOutOfRange,
+        ] {
+            assert!(out_of_range(&KafkaError::MessageConsumption(code)));
+        }
+        assert!(!out_of_range(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::BrokerTransportFailure
+        )));
+        assert!(!out_of_range(&KafkaError::PartitionEOF(0)));
+    }
+
+    #[test]
+    fn consumers_never_reset_offsets_whatever_the_properties_say() {
+        let mut config = SinkConfig::load(&crate::projection::tests::shipped_path()).unwrap();
+        config.kafka.properties = walcast_config::KafkaProperties::from(
+            [(AUTO_OFFSET_RESET.to_owned(), "earliest".to_owned())]
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+        );
+        assert_eq!(
+            client_config(&config, "g").get(AUTO_OFFSET_RESET),
+            Some("error")
+        );
+        let e = config.validate().unwrap_err().to_string();
+        assert!(
+            e.contains(AUTO_OFFSET_RESET) && e.contains("rebuild"),
+            "{e}"
+        );
+    }
 }

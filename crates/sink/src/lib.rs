@@ -61,6 +61,7 @@ mod progress;
 mod projection;
 mod prune;
 mod rebuild;
+mod retention;
 mod runner;
 mod sql;
 mod store;

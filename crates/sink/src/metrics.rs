@@ -20,6 +20,7 @@ pub const APPLY_SECONDS: &str = "walcast_sink_apply_seconds";
 pub const APPLIED_COMMIT_LSN: &str = "walcast_sink_applied_commit_lsn";
 pub const TARGET_UP: &str = "walcast_sink_target_up";
 pub const PARTITIONS_REFUSED: &str = "walcast_sink_partitions_refused";
+pub const TARGET_GAP: &str = "walcast_sink_target_gap";
 pub const PRUNED_ROWS: &str = "walcast_sink_bookkeeping_pruned_rows_total";
 pub const PRUNE_BATCHES: &str = "walcast_sink_bookkeeping_prune_batches_total";
 pub const BOOKKEEPING_ROWS: &str = "walcast_sink_bookkeeping_rows";
@@ -49,6 +50,7 @@ pub(crate) struct TargetMetrics {
     pub(crate) applied_commit_lsn: WholeGauge,
     pub(crate) up: Gauge,
     pub(crate) partitions_refused: Gauge,
+    pub(crate) gap: Gauge,
 }
 
 impl TargetMetrics {
@@ -72,6 +74,7 @@ impl TargetMetrics {
             applied_commit_lsn: registry.whole_gauge(APPLIED_COMMIT_LSN, "Source commit LSN up to which every event is applied (walcast_applied_lsn), as a number.", l),
             up: registry.gauge(TARGET_UP, "1 while the target is connected and consuming, else 0.", l),
             partitions_refused: registry.gauge(PARTITIONS_REFUSED, "Partitions of the topic the target does not consume because the topic gained partitions (see /ready).", l),
+            gap: registry.gauge(TARGET_GAP, "1 while the target consumes nothing because the topic no longer holds records it needs (retention; see /ready and docs/operations.md), else 0.", l),
         }
     }
 }

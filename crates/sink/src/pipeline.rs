@@ -8,6 +8,11 @@
 //!                                                                   └── committed ───┘
 //! ```
 //!
+//! Before it seeks, the task checks that the topic still holds every record from its stored
+//! offsets on (the `retention` module); if not, that target stops (consumes nothing, named on
+//! `/ready`, `walcast_sink_target_gap` = 1) and is checked again every
+//! `metadata_refresh_secs`, while the others run on.
+//!
 //! A target whose database is down only stalls its own task; its records stay in Kafka, and on
 //! reconnect the task seeks to what its database says it has and catches up. Nothing is kept
 //! in memory across a failure: the database is the only record of progress.
@@ -36,6 +41,7 @@ use crate::monitor::{self, HELD_REFRESH};
 use crate::partitions::{self, Decision};
 use crate::progress::{Applied, Progress, lock};
 use crate::projection::Projections;
+use crate::retention::{self, Verdict};
 use crate::sleep_or_stop;
 use crate::store::{Outcome, Store};
 
@@ -71,7 +77,8 @@ struct Synced {
 
 /// Connects, applies the schema (when asked: after an error the database may be a new one;
 /// the schema files alter only what is missing, so re-applying them locks out no reader),
-/// reads the stored offsets, checks the partition count and seeks.
+/// reads the stored offsets, checks the partition count and retention (the `retention`
+/// module: [`Error::Gap`] when the topic lost records the target needs) and seeks.
 /// With `given`, uses that connection, prepared by its owner (a rebuild's).
 async fn sync(
     ctx: &TargetCtx,
@@ -107,7 +114,20 @@ async fn sync(
         }
         _ => (partitions.clone(), None),
     };
-    source.assign(&assigned, &stored)?;
+    // Read after the stored offsets: a stored offset is never past a watermark read later.
+    let marks = source.watermarks(&assigned).await?;
+    let starts = match retention::check(&ctx.config, &marks, &stored).await? {
+        Verdict::Consume(starts) => starts,
+        Verdict::Gaps(gaps) => {
+            source.unassign()?;
+            return Err(Error::Gap(retention::stop_message(
+                &ctx.config,
+                &ctx.name,
+                &gaps,
+            )));
+        }
+    };
+    source.assign(&assigned, &starts)?;
     Ok(Synced {
         store,
         partitions,
@@ -195,6 +215,19 @@ pub(crate) async fn consume(
         {
             Ok(s) => s,
             Err(e) if goal.is_some() => return Err(e),
+            // The topic lost records this target needs: it consumes nothing and is checked
+            // again (a rebuild by another process stores offsets past the gap); the others
+            // run on. Never reset or skipped here.
+            Err(Error::Gap(why)) => {
+                error!(target = %ctx.name, topic = %config.kafka.topic, "{why}");
+                ctx.readiness.down(&ctx.name, &why);
+                ctx.metrics.up.set(0.0);
+                ctx.metrics.gap.set(1.0);
+                if sleep_or_stop(refresh, stop).await {
+                    break;
+                }
+                continue;
+            }
             // Needs an operator (wrong credentials, missing database): named in the log, on
             // /ready and by walcast_sink_target_up, retried slowly; the other targets run on.
             Err(e) if !e.is_retryable() => {
@@ -220,6 +253,7 @@ pub(crate) async fn consume(
         };
         need_schema = false;
         attempt = 0;
+        ctx.metrics.gap.set(0.0);
         info!(target = %ctx.name, group = %ctx.group, partitions = partitions.len(), ?stored, "target consuming");
         ctx.metrics.up.set(1.0);
         ctx.metrics
@@ -251,8 +285,21 @@ pub(crate) async fn consume(
                 return Ok(Some((store, stored)));
             }
             let records = tokio::select! {
-                r = source.next_batch(limits, config.linger(), Duration::from_millis(500)) => r?,
+                r = source.next_batch(limits, config.linger(), Duration::from_millis(500)) => r,
                 _ = stop.wait_for(|s| *s) => break 'connect,
+            };
+            let records = match records {
+                Ok(records) => records,
+                // An offset out of range: check retention again, from the stored offsets
+                // (the records of the lost batch were not stored; they are read again).
+                Err(Error::Gap(why)) if goal.is_none() => {
+                    warn!(target = %ctx.name, "{why}; checking retention");
+                    if sleep_or_stop(next_delay(&backoff, &mut attempt), stop).await {
+                        break 'connect;
+                    }
+                    continue 'connect;
+                }
+                Err(e) => return Err(e),
             };
             if goal.is_some() {
                 if !records.is_empty() {

@@ -10,9 +10,10 @@
 //! partially rebuilt target that the sink completes.
 //!
 //! The rebuild stops at the high watermarks seen when it started; the sink applies the rest.
+//! It first refuses, before emptying anything, when the topic no longer starts at offset 0
+//! and no completed snapshot covers what was deleted (the `retention` module).
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tracing::info;
 use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
+use walcast_telemetry::progress::{EVENTS, Progress};
 
 use crate::batch::{ApplyStats, Batch};
 use crate::config::{SinkConfig, TargetConfig};
@@ -32,8 +34,8 @@ use crate::pipeline::{self, Goal, TargetCtx};
 use crate::progress;
 use crate::projection::Projections;
 use crate::runner::schema_files;
-use crate::sql;
 use crate::store::Store;
+use crate::{retention, sql};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -64,6 +66,7 @@ pub(crate) fn target_config<'c>(config: &'c SinkConfig, target: &str) -> Result<
 /// line with rate and ETA is drawn on stderr.
 pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Result<RebuildReport> {
     let t = target_config(config, target)?;
+    retention::refuse_rebuild(config, target).await?;
     let projections = Projections::compile(config)?;
     let schema = schema_files(config)?;
     let group = config.group(target);
@@ -94,7 +97,12 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
     let marks = Watermarks::new(config)?;
     let ends = marks.fetch(&source.partitions().await?).await?;
     let total: i64 = ends.values().map(|(low, high)| high - low).sum();
-    let mut bar = Progress::new(target, total.max(0) as u64, progress);
+    let mut bar = Progress::new(
+        &format!("rebuild {target}"),
+        EVENTS,
+        total.max(0) as u64,
+        progress,
+    );
     let mut report = RebuildReport {
         records: 0,
         dead_lettered: 0,
@@ -153,102 +161,4 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
     bar.finish();
     info!(target = %target, records = report.records, seconds = report.elapsed.as_secs_f64(), "rebuild done");
     Ok(report)
-}
-
-/// `replica-2 [#########...........] 45.0%  45000/100000  12000 ev/s  ETA 4s` on stderr.
-struct Progress {
-    target: String,
-    total: u64,
-    done: u64,
-    started: Instant,
-    last: Option<Instant>,
-    enabled: bool,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(target: &str, total: u64, enabled: bool) -> Progress {
-        Progress {
-            target: target.to_owned(),
-            total,
-            done: 0,
-            started: Instant::now(),
-            last: None,
-            enabled,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn update(&mut self, done: u64) {
-        self.done = done;
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(2)
-        };
-        if self.last.is_some_and(|l| l.elapsed() < every) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        self.draw(false);
-    }
-
-    fn finish(&mut self) {
-        self.done = self.done.max(self.total);
-        self.draw(true);
-    }
-
-    fn draw(&self, last: bool) {
-        if !self.enabled {
-            return;
-        }
-        let line = render(&self.target, self.done, self.total, self.started.elapsed());
-        let mut err = std::io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r{line}{}", if last { "\n" } else { "" })
-        } else {
-            writeln!(err, "{line}")
-        };
-    }
-}
-
-fn render(target: &str, done: u64, total: u64, elapsed: Duration) -> String {
-    const WIDTH: u64 = 30;
-    let frac = if total == 0 {
-        1.0
-    } else {
-        done as f64 / total as f64
-    };
-    let filled = ((frac * WIDTH as f64) as u64).min(WIDTH);
-    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
-    let eta = if done >= total {
-        format!("done in {:.1}s", elapsed.as_secs_f64())
-    } else if rate > 0.0 {
-        format!("ETA {:.0}s", (total - done) as f64 / rate)
-    } else {
-        "ETA ?".to_owned()
-    };
-    format!(
-        "rebuild {target} [{}{}] {:5.1}%  {done}/{total} events  {rate:.0} ev/s  {eta}",
-        "#".repeat(filled as usize),
-        ".".repeat((WIDTH - filled) as usize),
-        frac * 100.0,
-    )
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_line_shows_percent_rate_and_eta() {
-        let line = render("replica-2", 500, 1000, Duration::from_secs(1));
-        assert!(line.contains(" 50.0%"), "{line}");
-        assert!(
-            line.contains("500 ev/s") && line.contains("ETA 1s"),
-            "{line}"
-        );
-        assert!(render("r", 0, 0, Duration::from_secs(1)).contains("done"));
-    }
 }

@@ -15,5 +15,6 @@ mod partitions;
 mod poison;
 mod prune;
 mod rebuild;
+mod retention;
 mod schema;
 mod versions;

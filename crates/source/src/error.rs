@@ -57,6 +57,16 @@ pub enum Error {
     #[error("snapshot table {table} {problem}")]
     SnapshotTable { table: String, problem: String },
 
+    /// The signal table (`[snapshot] signal_table`) does not exist and `[postgres] create` is
+    /// off.
+    #[error(
+        "signal table {table} ([snapshot] signal_table) does not exist; create it as the role \
+         that owns the publication (a table in a publication must be owned by the publication's \
+         owner): {ddl}; then add it to the publication, or set [postgres] create = true to let \
+         the source do both, or set [snapshot] signal_table = \"\" for no signals"
+    )]
+    MissingSignalTable { table: String, ddl: String },
+
     /// A Kafka client operation failed (broker unreachable, metadata, topic creation), or a
     /// topic exists with settings other than the configured ones.
     #[error(transparent)]
@@ -101,6 +111,7 @@ impl Error {
             Error::Delivery { .. } => true,
             Error::Config(_)
             | Error::MissingTable { .. }
+            | Error::MissingSignalTable { .. }
             | Error::MissingColumn { .. }
             | Error::SnapshotTable { .. }
             | Error::InvalidOp { .. }

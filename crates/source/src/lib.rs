@@ -24,6 +24,8 @@
 //!   cannot be published, and how a dead letter always fits.
 //! * `progress.rs`: **the confirm rule** — exactly when an LSN may be confirmed, and what
 //!   happens on `kill -9`, a broker outage or a shutdown mid-transaction.
+//! * [`signal`]: rows of the signal table (Debezium's `execute-snapshot`, `stop-snapshot`)
+//!   become snapshot commands; the pipeline holds their transaction until they are stored.
 //! * `pipeline.rs`: the loop, bounded in-flight records, graceful shutdown; `kafka.rs`: the
 //!   producer; `monitor.rs`: slot lag, stall detection, heartbeat.
 //! * `runner.rs`: the supervisor ([`Source`]) and [`serve`]; [`metrics`]: metric names.
@@ -59,6 +61,7 @@ mod pipeline;
 mod progress;
 pub mod record;
 mod runner;
+pub mod signal;
 mod snapshot;
 
 pub use config::SourceConfig;

@@ -17,6 +17,17 @@
 //! When is an LSN confirmed: see [`crate::progress`]. How a topic is prepared the first time a
 //! record goes to it (and when its rows are dead-lettered instead): see [`topics`].
 //!
+//! # Signals
+//!
+//! An INSERT into the signal table ([`crate::signal`]) is recognised before routing and
+//! becomes a snapshot [`Command`] sent to the controller. Its transaction is held in the
+//! ledger as if it had one more record outstanding, until the controller calls the command's
+//! `accepted` (the request is durable on the progress topic); the closure sends the
+//! transaction's id back over a channel this loop selects on. So the slot is never confirmed
+//! past a signal the controller has not stored: after a crash the row is read again, and the
+//! controller starts nothing twice for a snapshot id it knows. A held signal does not delay
+//! shutdown (it is read again after the restart).
+//!
 //! # Bounded memory
 //!
 //! At most `max_in_flight` records and `max_in_flight_bytes` bytes are produced and not yet
@@ -49,6 +60,8 @@ use crate::metrics::SourceMetrics;
 use crate::outbox::{FRAMING_BYTES, Letter, Routed, Router, TopicTemplate};
 use crate::progress::{Ledger, TxnId};
 use crate::record::{Record, RecordKind, TxnMeta};
+use crate::signal::{Signal, SignalReader};
+use crate::snapshot::Command;
 use crate::stopped;
 
 mod topics;
@@ -97,18 +110,22 @@ pub(crate) struct Pipeline {
     last_stall_log: Option<Instant>,
     metrics: SourceMetrics,
     health: Health,
-    /// The snapshot controller's commands (signal rows become commands).
-    #[allow(dead_code)]
-    snapshots: Option<crate::snapshot::Commands>,
+    signals: Signals,
+}
+
+/// Signal rows in, snapshot commands out, and their acceptances back (see "Signals").
+struct Signals {
+    reader: Option<SignalReader>,
+    commands: mpsc::UnboundedSender<Command>,
+    accepted_tx: mpsc::UnboundedSender<TxnId>,
+    accepted_rx: mpsc::UnboundedReceiver<TxnId>,
+    /// Commands sent whose `accepted` has not run yet.
+    held: usize,
 }
 
 impl Pipeline {
-    /// Where snapshot commands go.
-    pub(crate) fn with_snapshots(mut self, commands: crate::snapshot::Commands) -> Pipeline {
-        self.snapshots = Some(commands);
-        self
-    }
-
+    /// `signals`: the signal table's reader (`None`: no signal table) and where its commands go.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Arc<SourceConfig>,
         changes: ChangeStream,
@@ -117,6 +134,7 @@ impl Pipeline {
         known_topics: HashMap<Arc<str>, usize>,
         metrics: SourceMetrics,
         health: Health,
+        signals: (Option<SignalReader>, mpsc::UnboundedSender<Command>),
     ) -> Pipeline {
         let start = changes.confirmed();
         let mut router = Router::new(&config);
@@ -146,7 +164,16 @@ impl Pipeline {
             last_stall_log: None,
             metrics,
             health,
-            snapshots: None,
+            signals: {
+                let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
+                Signals {
+                    reader: signals.0,
+                    commands: signals.1,
+                    accepted_tx,
+                    accepted_rx,
+                    held: 0,
+                }
+            },
         }
     }
 
@@ -184,6 +211,11 @@ impl Pipeline {
                     for ack in acks.drain(..) {
                         self.on_ack(ack)?;
                     }
+                    self.confirm().await?;
+                }
+                Some(txn) = self.signals.accepted_rx.recv() => {
+                    self.signals.held = self.signals.held.saturating_sub(1);
+                    self.ledger.acknowledged(txn);
                     self.confirm().await?;
                 }
                 event = self.changes.next(), if can_read => {
@@ -225,6 +257,10 @@ impl Pipeline {
                     return self.confirm().await;
                 };
                 let id = *id;
+                if let Some(read) = self.signals.reader.as_ref().and_then(|r| r.read(&change)) {
+                    self.on_signal(id, &change, read);
+                    return Ok(());
+                }
                 match self.router.route(&change, meta)? {
                     Routed::Event(record) => self.produce(id, record, true).await?,
                     Routed::DeadLetter(record) => {
@@ -245,6 +281,39 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// A row of the signal table: a command for the controller, held in the ledger until it
+    /// is accepted; a row that is no signal only gets a warning.
+    fn on_signal(
+        &mut self,
+        txn: TxnId,
+        change: &walcast_replication::Change,
+        read: std::result::Result<Option<Signal>, String>,
+    ) {
+        let signal = match read {
+            Ok(Some(signal)) => signal,
+            Ok(None) => {
+                info!(lsn = %change.lsn, "signal row of a type walcast does not act on; ignored (it knows execute-snapshot and stop-snapshot)");
+                return;
+            }
+            Err(why) => {
+                warn!(lsn = %change.lsn, error = %why, "signal row ignored");
+                return;
+            }
+        };
+        info!(lsn = %change.lsn, signal = ?signal, "snapshot signal read; its transaction is confirmed once the request is stored");
+        let back = self.signals.accepted_tx.clone();
+        let command = signal.into_command(Box::new(move || {
+            let _ = back.send(txn);
+        }));
+        self.ledger.produced(txn);
+        self.signals.held += 1;
+        if self.signals.commands.send(command).is_err() {
+            // The closure went with the command: the transaction stays unconfirmed, so the
+            // signal is read again after a restart; the stall check reports the stuck slot.
+            warn!(lsn = %change.lsn, held = self.signals.held, "the snapshot controller is not running; the signal's transaction stays unconfirmed until the source restarts");
+        }
     }
 
     /// Hands `record` to the producer (`counted`: not yet counted in the ledger). An event

@@ -22,6 +22,7 @@ use crate::kafka::Producer;
 use crate::metrics::{SnapshotTableMetrics, SourceMetrics};
 use crate::monitor::MonitorConfig;
 use crate::pipeline::{Output, Pipeline};
+use crate::signal::{self, SignalReader};
 use crate::snapshot::{self, Controller};
 use crate::{monitor, outbox, stopped};
 
@@ -42,6 +43,9 @@ pub struct Source {
     health: Health,
     metrics: SourceMetrics,
     snapshot_metrics: std::collections::BTreeMap<String, SnapshotTableMetrics>,
+    /// Where snapshot commands go instead of the controller (tests).
+    #[cfg(test)]
+    commands: Option<mpsc::UnboundedSender<snapshot::Command>>,
 }
 
 impl Source {
@@ -64,7 +68,16 @@ impl Source {
             options,
             health,
             metrics,
+            #[cfg(test)]
+            commands: None,
         }
+    }
+
+    /// Sends snapshot commands to `tx` instead of the controller.
+    #[cfg(test)]
+    pub(crate) fn with_commands(mut self, tx: mpsc::UnboundedSender<snapshot::Command>) -> Source {
+        self.commands = Some(tx);
+        self
     }
 
     /// Runs until `shutdown` completes (then finishes the current transaction, waits for
@@ -129,6 +142,7 @@ impl Source {
             .map_err(walcast_replication::Error::from)?;
         outbox::check_columns(&client, config).await?;
         let snapshot_tables = snapshot::check_tables(&client, config).await?;
+        let signal_table = signal::prepare(&client, config).await?;
         drop(client);
 
         let acks = mpsc::unbounded_channel();
@@ -190,6 +204,7 @@ impl Source {
         );
         cs.create = config.postgres.create;
         cs.tables = vec![config.table()];
+        cs.tables.extend(signal_table.clone());
         cs.raw_rows = true;
         cs.status_interval = Duration::from_millis(config.postgres.status_interval_ms);
         cs.backoff = config.backoff();
@@ -213,10 +228,13 @@ impl Source {
         ));
         // Snapshots run only here, in the process that streams the slot, and stop with it.
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        #[cfg(test)]
+        let commands = self.commands.clone().unwrap_or(commands);
         let snapshots = match controller {
             Some(c) => tokio::spawn(c.run(commands_rx)),
             None => tokio::spawn(snapshot::ignore(commands_rx)),
         };
+        let signals = signal_table.map(|t| SignalReader::new(t, config));
         let pipeline = Pipeline::new(
             config.clone(),
             changes,
@@ -225,8 +243,8 @@ impl Source {
             known_topics,
             self.metrics.clone(),
             self.health.clone(),
-        )
-        .with_snapshots(commands);
+            (signals, commands),
+        );
         let result = pipeline.run(stop).await;
         snapshots.abort();
         let _ = monitor_stop.send(true);

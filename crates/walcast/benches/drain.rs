@@ -25,15 +25,14 @@
 //!
 //! Peak RSS is `VmHWM` of the walcast process, read just before it is stopped.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use measure::{env_number, median, pg_client_args, time_process, time_until};
+use support::{env_number, median, pg_client_args, time_process, time_until};
 use walcast_testkit::{ConnectorFile, Kafka, Postgres, free_port, repo_root};
-
-#[path = "support/measure.rs"]
-mod measure;
 
 const PUBLICATION: &str = "bench_pub";
 const PG_RECVLOGICAL: &str = "/usr/lib/postgresql/15/bin/pg_recvlogical";

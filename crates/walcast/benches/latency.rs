@@ -63,6 +63,7 @@ fn main() {
                 max_tx: 10,
                 seed: 99,
                 patience: Duration::from_secs(30),
+                existing: Vec::new(),
             };
             let counters = Arc::new(Counters::default());
             load::run(stack.write_dsn(), stack.write_port, spec, counters).await;
@@ -88,6 +89,7 @@ fn main() {
                 max_tx: 10,
                 seed: 100 + i as u64,
                 patience: Duration::from_secs(30),
+                existing: Vec::new(),
             };
             let report = load::run(stack.write_dsn(), stack.write_port, spec, counters).await;
             let verdict = verify::converge(&mut stack, Duration::from_secs(300)).await;

@@ -14,15 +14,14 @@
 //! `/metrics`) reaches the row count. Medians are reported. Not measured here: the live
 //! stream's p99 during a snapshot (see docs/benchmarks.md for what is left).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use measure::{env_number, median, pg_client_args, time_process, time_until};
+use support::{env_number, median, pg_client_args, time_process, time_until};
 use walcast_testkit::{ConnectorFile, Kafka, Postgres, free_port, repo_root};
-
-#[path = "support/measure.rs"]
-mod measure;
 
 const DB: &str = "snapshot_bench";
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";

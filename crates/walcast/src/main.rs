@@ -5,6 +5,7 @@ mod app_cmd;
 mod dlq_cmd;
 mod schema;
 mod sink_cmd;
+mod snapshot_cmd;
 mod source_cmd;
 mod status;
 mod topic;
@@ -39,6 +40,8 @@ enum Command {
     Source(source_cmd::SourceArgs),
     /// Run the sink connector (Kafka → read databases), or rebuild one of its targets.
     Sink(sink_cmd::SinkArgs),
+    /// Snapshots of aggregate tables into the event stream: start (and follow), status, cancel.
+    Snapshot(snapshot_cmd::SnapshotArgs),
     /// Operator tools for the sink's dead letters (release a key held behind one).
     Dlq(dlq_cmd::DlqArgs),
     /// Health of every component, the source's slot lag and each sink target's lag.
@@ -70,6 +73,7 @@ async fn main() -> std::process::ExitCode {
         Command::Source(args) => source_cmd::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Sink(args) => sink_cmd::run(args).await,
+        Command::Snapshot(args) => snapshot_cmd::run(args).await,
         Command::Dlq(args) => dlq_cmd::run(args).await,
         Command::App(args) => app_cmd::run(args).await,
         Command::Wal {

@@ -271,6 +271,7 @@ async fn crash_matrix_loses_nothing_and_leaves_every_target_exact() {
             max_tx: 500,
             seed: seed.wrapping_add(i as u64 + 1),
             patience: Duration::from_secs(120),
+            existing: Vec::new(),
         };
         let counters = Arc::new(Counters::default());
         let loader = tokio::spawn(load::run(

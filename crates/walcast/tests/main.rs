@@ -17,6 +17,7 @@ mod dead_letters;
 mod hostile;
 mod schema;
 mod security;
+mod snapshot;
 mod snapshot_crash;
 mod snapshot_e2e;
 mod soak;

@@ -477,7 +477,8 @@ fn a_least_privilege_replication_role_streams_the_outbox() {
         &format!(
             "CREATE ROLE {role} LOGIN REPLICATION PASSWORD '{}';
              GRANT SELECT ON public.outbox_messages TO {role};
-             CREATE PUBLICATION {slot} FOR TABLE public.outbox_messages;",
+             CREATE TABLE public.walcast_signal (id text PRIMARY KEY, type text NOT NULL, data text);
+             CREATE PUBLICATION {slot} FOR TABLE public.outbox_messages, public.walcast_signal;",
             role_password.replace('\'', "''")
         ),
     )

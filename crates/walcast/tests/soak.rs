@@ -81,6 +81,7 @@ async fn sustained_load_keeps_latency_bounded_and_memory_flat() {
         max_tx: 20,
         seed: 7,
         patience: Duration::from_secs(60),
+        existing: Vec::new(),
     };
     let started = tokio::time::Instant::now();
     let loader = tokio::spawn(load::run(

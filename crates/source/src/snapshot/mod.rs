@@ -37,9 +37,6 @@ use crate::error::Result;
 pub(crate) use controller::{Controller, Setup};
 pub(crate) use table::Table;
 
-/// Where the pipeline (signal rows) sends commands; one per source process run.
-pub(crate) type Commands = mpsc::UnboundedSender<Command>;
-
 /// Checks every `[[snapshot.tables]]` entry against the database (start-up): a table that
 /// lacks its key, version or occurred_at column is refused with the fix.
 pub(crate) async fn check_tables(client: &Client, config: &SourceConfig) -> Result<Vec<Table>> {
@@ -81,8 +78,6 @@ pub(crate) enum Command {
     },
     /// Cancel snapshot `id`, or (`id` = `None`) the running snapshots of `tables` (empty =
     /// every running snapshot).
-    // Sent for `stop-snapshot` signal rows, which the pipeline turns into commands.
-    #[allow(dead_code)]
     Cancel {
         id: Option<String>,
         tables: Vec<String>,

@@ -506,14 +506,16 @@ pub fn product_events(
         .collect()
 }
 
-/// A write database with the outbox, its publication and slot created by the superuser, so
-/// a source connecting with another role gets as far as replication.
+/// A write database with the outbox, the signal table the shipped source file names, their
+/// publication and the slot created by the superuser, so a source connecting with another
+/// role (or with `create = false`) gets as far as replication.
 pub fn prepared_write_db(prefix: &str) -> (Db, Names) {
     let db = Db::new(prefix);
     let names = Names::for_db(&db);
     db.psql(WRITE_SQL);
     db.psql(&format!(
-        "CREATE PUBLICATION {} FOR TABLE public.outbox_messages",
+        "CREATE TABLE public.walcast_signal (id text PRIMARY KEY, type text NOT NULL, data text); \
+         CREATE PUBLICATION {} FOR TABLE public.outbox_messages, public.walcast_signal",
         names.publication
     ));
     db.psql(&format!(

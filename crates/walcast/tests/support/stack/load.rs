@@ -30,6 +30,9 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Give up on a writer that cannot write for this long.
     pub patience: Duration,
+    /// Products that exist before the load starts (e.g. rows a snapshot brings in); shared
+    /// out among the writers, which change and delete them like their own.
+    pub existing: Vec<Uuid>,
 }
 
 #[derive(Debug, Default)]
@@ -58,13 +61,20 @@ pub async fn run(
 ) -> LoadReport {
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..spec.sql_writers + spec.http_writers {
+    let writers = spec.sql_writers + spec.http_writers;
+    for w in 0..writers {
         let (dsn, spec, counters) = (write_dsn.clone(), spec.clone(), counters.clone());
         let writer = Writer {
             tag: spec.seed,
             id: w,
             rng: Rng::new(spec.seed.wrapping_mul(31).wrapping_add(w as u64 + 1)),
-            products: Vec::new(),
+            products: spec
+                .existing
+                .iter()
+                .skip(w)
+                .step_by(writers)
+                .copied()
+                .collect(),
             serial: 0,
         };
         if w < spec.sql_writers {

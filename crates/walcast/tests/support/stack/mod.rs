@@ -95,6 +95,9 @@ pub struct StackOptions {
     /// Extra environment per service: (`"source"`, `"sink"` or `"app"`, name, value), e.g.
     /// shorter pruning windows for the soak.
     pub env: Vec<(&'static str, String, String)>,
+    /// Products already in `catalog_write` before walcast first starts (rows with no outbox
+    /// event, as on a database that adopts walcast).
+    pub existing_products: u64,
 }
 
 impl Default for StackOptions {
@@ -103,6 +106,7 @@ impl Default for StackOptions {
             app: true,
             batch: 1000,
             env: Vec::new(),
+            existing_products: 0,
         }
     }
 }
@@ -122,6 +126,9 @@ pub struct Stack {
     pub write_port: u16,
     pub source_admin: u16,
     pub sink_admin: u16,
+    /// The connector files the services run.
+    pub source_config: PathBuf,
+    pub sink_config: PathBuf,
 }
 
 fn cluster() -> Postgres {
@@ -168,6 +175,9 @@ impl Stack {
             "--dsn",
             &leader.dsn("catalog_write"),
         ]);
+        if opts.existing_products > 0 {
+            seed_products(&leader.dsn("catalog_write"), opts.existing_products).await;
+        }
         let mut target_dsns = vec![leader.dsn("catalog_read")];
         target_dsns.extend(replicas.iter().map(|r| r.dsn("catalog_read")));
         for dsn in &target_dsns {
@@ -296,6 +306,8 @@ impl Stack {
             write_port,
             source_admin,
             sink_admin,
+            source_config: source_cfg,
+            sink_config: sink_cfg,
         };
         stack.wait_ready(Duration::from_secs(120)).await;
         stack
@@ -377,6 +389,22 @@ impl Stack {
         .flatten()
         .and_then(|r| r.get(0))
     }
+}
+
+/// Inserts `n` products (no outbox rows: they predate walcast), at version 1.
+async fn seed_products(dsn: &str, n: u64) {
+    let c = connect(dsn).await.unwrap_or_else(|e| panic!("{e}"));
+    c.execute(
+        "INSERT INTO products (id, sku, name, description, price, currency, is_active, \
+         created_at, updated_at, version) \
+         SELECT gen_random_uuid(), 'OLD-' || g, 'Existing product ' || g, \
+                CASE WHEN g % 3 = 0 THEN NULL ELSE 'Bought in ' || (2000 + g % 25) END, \
+                (100 + g % 99900) / 100.0, 'EUR', g % 7 <> 0, now(), now(), 1 \
+         FROM generate_series(1, $1::int8) AS g",
+        &[&(n as i64)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("seeding {n} products: {e}"));
 }
 
 pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -68,6 +68,22 @@ async fn count(dsn: &str, sql: &str) -> Option<i64> {
     c.query_one(sql, &[]).await.ok().map(|r| r.get(0))
 }
 
+/// Per target: product rows missing, extra or different, compared with the write database.
+pub async fn wrong_rows(stack: &Stack) -> Result<BTreeMap<String, usize>, String> {
+    let truth = strings(&stack.write_dsn(), WRITE_ROWS).await?;
+    let mut out = BTreeMap::new();
+    for (name, dsn) in stack.targets() {
+        let rows = strings(&dsn, READ_ROWS).await?;
+        let wrong = truth
+            .iter()
+            .filter(|(k, row)| rows.get(*k) != Some(row))
+            .count()
+            + rows.keys().filter(|k| !truth.contains_key(*k)).count();
+        out.insert(name.to_owned(), wrong);
+    }
+    Ok(out)
+}
+
 /// Waits (up to `within`) until every target has processed as many events as the outbox
 /// holds, then compares everything.
 pub async fn converge(stack: &mut Stack, within: Duration) -> Verdict {
@@ -175,6 +191,19 @@ pub async fn converge_seen(
 
 /// The `id` header of every record in `topic`, from the start to the high watermarks.
 pub fn topic_ids(bootstrap: &str, topic: &str) -> Result<Vec<uuid::Uuid>, String> {
+    Ok(topic_headers(bootstrap, topic, &["id"])?
+        .into_iter()
+        .filter_map(|h| h[0].as_deref().and_then(|s| s.parse().ok()))
+        .collect())
+}
+
+/// For every record in `topic` (from the start to the high watermarks), the text of the
+/// headers `names`, in that order (`None` where a record lacks one).
+pub fn topic_headers(
+    bootstrap: &str,
+    topic: &str,
+    names: &[&str],
+) -> Result<Vec<Vec<Option<String>>>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "walcast-e2e-verify")
@@ -220,18 +249,18 @@ pub fn topic_ids(bootstrap: &str, topic: &str) -> Result<Vec<uuid::Uuid>, String
             continue;
         };
         let m = m.map_err(|e| e.to_string())?;
+        let mut values = vec![None; names.len()];
         if let Some(h) = m.headers() {
             for hdr in h.iter() {
-                if hdr.key == "id"
-                    && let Some(id) = hdr
+                if let Some(i) = names.iter().position(|n| *n == hdr.key) {
+                    values[i] = hdr
                         .value
                         .and_then(|v| std::str::from_utf8(v).ok())
-                        .and_then(|s| s.parse().ok())
-                {
-                    out.push(id);
+                        .map(str::to_owned);
                 }
             }
         }
+        out.push(values);
         if let Some(end) = left.get(&m.partition())
             && m.offset() + 1 >= *end
         {
