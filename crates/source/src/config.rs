@@ -419,6 +419,12 @@ impl SourceConfig {
             }
             None => {}
         }
+        if !fixed_topic && !s.tables.is_empty() {
+            return bad(
+                "snapshot.tables",
+                "need a fixed [kafka] topic (snapshot records go to it); a topic template cannot route a table row".into(),
+            );
+        }
         if s.initial && s.tables.is_empty() {
             return bad(
                 "snapshot.initial",

@@ -59,6 +59,23 @@ pub(crate) struct Letter {
     pub timestamp_ms: i64,
 }
 
+impl Letter {
+    /// A `payload_too_large` letter for `record`: the event's key and headers without its
+    /// value; `error` says where the value can be read.
+    pub(crate) fn too_large(record: &Record, error: String) -> Letter {
+        Letter {
+            kind: "payload_too_large",
+            error,
+            headers: record.headers.clone(),
+            key: record.key.clone(),
+            value: None,
+            original_topic: Some(record.topic.clone()),
+            lsn: record.lsn,
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+}
+
 /// Builds dead-letter records for one DLQ topic.
 #[derive(Debug, Clone)]
 pub(crate) struct DeadLetter {

@@ -53,6 +53,10 @@ pub enum Error {
         key: String,
     },
 
+    /// A `[[snapshot.tables]]` entry does not match the database; the message names the fix.
+    #[error("snapshot table {table} {problem}")]
+    SnapshotTable { table: String, problem: String },
+
     /// The signal table (`[snapshot] signal_table`) does not exist and `[postgres] create` is
     /// off.
     #[error(
@@ -113,6 +117,7 @@ impl Error {
             | Error::MissingTable { .. }
             | Error::MissingSignalTable { .. }
             | Error::MissingColumn { .. }
+            | Error::SnapshotTable { .. }
             | Error::InvalidOp { .. }
             | Error::Replay(_)
             | Error::Admin(_) => false,

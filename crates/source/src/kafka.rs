@@ -203,6 +203,18 @@ pub(crate) fn capped_client_config(config: &KafkaConfig, bound: usize) -> Client
     c
 }
 
+/// The record's headers as librdkafka takes them.
+pub(crate) fn headers(record: &Record) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (k, v) in &record.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(&v[..]),
+        });
+    }
+    headers
+}
+
 impl Producer {
     /// A producer whose acknowledgements go to `acks`.
     pub(crate) fn new(
@@ -233,16 +245,9 @@ impl Producer {
         record: &Record,
         meta: Box<Meta>,
     ) -> std::result::Result<(), (KafkaError, Box<Meta>)> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(&v[..]),
-            });
-        }
         let mut r: BaseRecord<'_, [u8], [u8], Box<Meta>> =
             BaseRecord::with_opaque_to(&record.topic, meta)
-                .headers(headers)
+                .headers(headers(record))
                 .timestamp(record.timestamp_ms);
         if let Some(k) = &record.key {
             r = r.key(&k[..]);

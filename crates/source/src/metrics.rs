@@ -1,5 +1,7 @@
 //! Metric names of the source (Prometheus conventions) and the handles the pipeline updates.
 
+use std::collections::BTreeMap;
+
 use walcast_telemetry::metrics::{
     Counter, Gauge, Histogram, LATENCY_BUCKETS, Registry, WholeGauge,
 };
@@ -18,6 +20,10 @@ pub const SLOT_LAG: &str = "walcast_source_slot_lag_bytes";
 pub const CONFIRMED_LSN: &str = "walcast_source_confirmed_lsn";
 pub const PROGRESS_STALLED: &str = "walcast_source_progress_stalled_seconds";
 pub const COMMIT_TO_ACK: &str = "walcast_source_commit_to_ack_seconds";
+pub const SNAPSHOT_ROWS: &str = "walcast_source_snapshot_rows_total";
+pub const SNAPSHOT_CHUNKS: &str = "walcast_source_snapshot_chunks_total";
+pub const SNAPSHOT_ETA: &str = "walcast_source_snapshot_eta_seconds";
+pub const SNAPSHOT_RUNNING: &str = "walcast_source_snapshot_running";
 
 /// Every metric of the source.
 #[derive(Debug, Clone)]
@@ -58,4 +64,34 @@ impl SourceMetrics {
             commit_to_ack: registry.histogram(COMMIT_TO_ACK, "Time from a transaction's commit to the broker's acknowledgement of its events.", l, LATENCY_BUCKETS),
         }
     }
+}
+
+/// The metrics of one snapshot table (label `table` = `schema.table`).
+#[derive(Debug, Clone)]
+pub struct SnapshotTableMetrics {
+    pub rows: Counter,
+    pub chunks: Counter,
+    pub eta: Gauge,
+    pub running: Gauge,
+}
+
+/// The metrics of every `[[snapshot.tables]]` entry, by `schema.table`.
+pub fn snapshot_metrics<'t>(
+    registry: &Registry,
+    slot: &str,
+    tables: impl IntoIterator<Item = &'t str>,
+) -> BTreeMap<String, SnapshotTableMetrics> {
+    tables
+        .into_iter()
+        .map(|table| {
+            let l = &[("slot", slot), ("table", table)];
+            let m = SnapshotTableMetrics {
+                rows: registry.counter(SNAPSHOT_ROWS, "Snapshot rows acknowledged by the broker.", l),
+                chunks: registry.counter(SNAPSHOT_CHUNKS, "Snapshot chunks whose rows and progress the broker acknowledged.", l),
+                eta: registry.gauge(SNAPSHOT_ETA, "Estimated seconds until the running snapshot of the table is done (from the planner's row estimate and the current rate).", l),
+                running: registry.gauge(SNAPSHOT_RUNNING, "1 while a snapshot reads the table.", l),
+            };
+            (table.to_owned(), m)
+        })
+        .collect()
 }

@@ -512,19 +512,13 @@ impl Pipeline {
 }
 
 fn too_large(record: &Record, error: &str) -> Letter {
-    Letter {
-        kind: "payload_too_large",
-        error: format!(
+    Letter::too_large(
+        record,
+        format!(
             "the producer refused the record ({} bytes): {error}; the payload is left out here, read it from the outbox row by its id",
             record.size()
         ),
-        headers: record.headers.clone(),
-        key: record.key.clone(),
-        value: None,
-        original_topic: Some(record.topic.clone()),
-        lsn: record.lsn,
-        timestamp_ms: record.timestamp_ms,
-    }
+    )
 }
 
 fn header_text<'a>(record: &'a Record, name: &str) -> &'a str {

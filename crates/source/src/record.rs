@@ -16,6 +16,11 @@
 //! | `walcast.commit_ts` | commit time, RFC 3339 UTC with microseconds ([`walcast_pgoutput::Timestamp`]) |
 //! | `walcast.replay` | `true` on a record republished from the outbox table by `walcast source replay`, which carries no `walcast.lsn`, `walcast.commit_lsn`, `walcast.xid`, `walcast.commit_ts` (its timestamp is the replay's time) |
 //!
+//! A snapshot record (one row of a `[[snapshot.tables]]` table) has the same key, `id`
+//! (deterministic: UUID v5 of the row's table, key, version and occurred_at), `event_type`
+//! and `occurred_at` (RFC 3339 UTC), no `walcast.*` position headers, and `walcast.snapshot`
+//! = the snapshot's id; its value is the row as a JSON object.
+//!
 //! Values are [`Bytes`] slices of the replication message where possible: a record costs a
 //! few small allocations, never a copy of the payload before librdkafka's own.
 
@@ -41,6 +46,9 @@ pub const XID: &str = "walcast.xid";
 pub const COMMIT_TS: &str = "walcast.commit_ts";
 /// Header `true` on a record republished from the outbox table (`walcast source replay`).
 pub const REPLAY: &str = "walcast.replay";
+/// Header of a snapshot record: the snapshot's id (snapshot records have no `walcast.lsn`,
+/// `walcast.commit_lsn`, `walcast.xid` or `walcast.commit_ts`).
+pub const SNAPSHOT: &str = "walcast.snapshot";
 /// DLQ header: what went wrong, for a human.
 pub const ERROR: &str = "walcast.error";
 /// DLQ header: what went wrong, one word (`null_column`, `missing_column`, `no_row`,

@@ -19,11 +19,11 @@ use walcast_telemetry::metrics::Registry;
 use crate::config::SourceConfig;
 use crate::error::Result;
 use crate::kafka::Producer;
-use crate::metrics::SourceMetrics;
+use crate::metrics::{SnapshotTableMetrics, SourceMetrics};
 use crate::monitor::MonitorConfig;
 use crate::pipeline::{Output, Pipeline};
 use crate::signal::{self, SignalReader};
-use crate::snapshot::Command;
+use crate::snapshot::{self, Controller};
 use crate::{monitor, outbox, stopped};
 
 /// How to run.
@@ -42,9 +42,10 @@ pub struct Source {
     options: Options,
     health: Health,
     metrics: SourceMetrics,
+    snapshot_metrics: std::collections::BTreeMap<String, SnapshotTableMetrics>,
     /// Where snapshot commands go instead of the controller (tests).
     #[cfg(test)]
-    commands: Option<mpsc::UnboundedSender<Command>>,
+    commands: Option<mpsc::UnboundedSender<snapshot::Command>>,
 }
 
 impl Source {
@@ -56,7 +57,13 @@ impl Source {
         health: Health,
     ) -> Source {
         let metrics = SourceMetrics::new(registry, &config.postgres.slot);
+        let snapshot_metrics = crate::metrics::snapshot_metrics(
+            registry,
+            &config.postgres.slot,
+            config.snapshot.tables.iter().map(|t| t.table.as_str()),
+        );
         Source {
+            snapshot_metrics,
             config: Arc::new(config),
             options,
             health,
@@ -68,7 +75,7 @@ impl Source {
 
     /// Sends snapshot commands to `tx` instead of the controller.
     #[cfg(test)]
-    pub(crate) fn with_commands(mut self, tx: mpsc::UnboundedSender<Command>) -> Source {
+    pub(crate) fn with_commands(mut self, tx: mpsc::UnboundedSender<snapshot::Command>) -> Source {
         self.commands = Some(tx);
         self
     }
@@ -134,11 +141,13 @@ impl Source {
             .await
             .map_err(walcast_replication::Error::from)?;
         outbox::check_columns(&client, config).await?;
+        let snapshot_tables = snapshot::check_tables(&client, config).await?;
         let signal_table = signal::prepare(&client, config).await?;
         drop(client);
 
         let acks = mpsc::unbounded_channel();
         let mut known_topics = HashMap::new();
+        let mut controller = None;
         let output = if self.options.discard {
             info!("discard mode: records are routed and dropped; nothing is produced or confirmed");
             Output::Discard
@@ -161,6 +170,27 @@ impl Source {
                 }
                 let limit = admin.max_message_bytes(topic).await?;
                 known_topics.insert(Arc::from(topic.as_str()), limit);
+            }
+            if !snapshot_tables.is_empty() {
+                let limit = |topic: &str| {
+                    known_topics
+                        .get(topic)
+                        .map_or(config.kafka.max_message_bytes, |&l: &usize| {
+                            l.min(config.kafka.max_message_bytes)
+                        })
+                };
+                let setup = snapshot::Setup {
+                    connect: connect.clone(),
+                    tables: snapshot_tables,
+                    admin: &admin,
+                    record_limit: limit(&config.kafka.topic),
+                    dlq_limit: limit(&dlq),
+                    metrics: self.snapshot_metrics.clone(),
+                };
+                let mut c = Controller::new(config.clone(), setup).await?;
+                // Before the change stream creates a missing slot.
+                c.request_initial().await?;
+                controller = Some(c);
             }
             let producer = Producer::new(&config.kafka, self.metrics.clone(), acks.0.clone())?;
             Output::Kafka { producer, admin }
@@ -196,10 +226,14 @@ impl Source {
             self.health.clone(),
             monitor_rx,
         ));
+        // Snapshots run only here, in the process that streams the slot, and stop with it.
         let (commands, commands_rx) = mpsc::unbounded_channel();
         #[cfg(test)]
         let commands = self.commands.clone().unwrap_or(commands);
-        let controller = tokio::spawn(snapshot_commands_until_the_controller_lands(commands_rx));
+        let snapshots = match controller {
+            Some(c) => tokio::spawn(c.run(commands_rx)),
+            None => tokio::spawn(snapshot::ignore(commands_rx)),
+        };
         let signals = signal_table.map(|t| SignalReader::new(t, config));
         let pipeline = Pipeline::new(
             config.clone(),
@@ -212,25 +246,10 @@ impl Source {
             (signals, commands),
         );
         let result = pipeline.run(stop).await;
+        snapshots.abort();
         let _ = monitor_stop.send(true);
         let _ = monitor.await;
-        let _ = controller.await;
         result
-    }
-}
-
-/// PLACEHOLDER for the snapshot controller (replaced when it is merged): logs each command
-/// and accepts it at once, so a signal's transaction is not held for ever. Ends when the
-/// pipeline (the sender) is gone.
-async fn snapshot_commands_until_the_controller_lands(mut rx: mpsc::UnboundedReceiver<Command>) {
-    while let Some(command) = rx.recv().await {
-        warn!(command = ?command, "snapshot command received, but this build has no snapshot controller; ignored");
-        let accepted = match command {
-            Command::Start { accepted, .. } | Command::Cancel { accepted, .. } => accepted,
-        };
-        if let Some(accepted) = accepted {
-            accepted();
-        }
     }
 }
 

@@ -9,6 +9,7 @@ mod delivery;
 mod idle;
 mod outage;
 mod reconnect;
+mod snapshots;
 mod startup;
 mod support;
 mod topics;

@@ -6,7 +6,7 @@ use crate::support::{
     InProcess, TestDb, config_file, load_config, ok, shared_kafka, wait_until_async,
 };
 
-async fn start_error(source: InProcess) -> String {
+pub(crate) async fn start_error(source: InProcess) -> String {
     let stopped = wait_until_async("the source stopped", Duration::from_secs(60), || async {
         source.is_finished()
     })

@@ -28,12 +28,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use support::{env_number, peak_rss_kib, scrape};
-use walcast_testkit::{ConnectorFile, Kafka, Postgres, Service, free_port, repo_root};
+use support::{env_number, median, pg_client_args, time_process, time_until};
+use walcast_testkit::{ConnectorFile, Kafka, Postgres, free_port, repo_root};
 
 const PUBLICATION: &str = "bench_pub";
 const PG_RECVLOGICAL: &str = "/usr/lib/postgresql/15/bin/pg_recvlogical";
@@ -172,41 +171,27 @@ fn run_case(
 }
 
 fn recvlogical(pg: &Postgres, db: &str, slot: &str, end: &str) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    let status = Command::new(PG_RECVLOGICAL)
-        .args([
-            "-h",
-            pg.host(),
-            "-p",
-            &pg.port().to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
-        .args([
-            "--slot",
-            slot,
-            "--start",
-            "--endpos",
-            end,
-            "-f",
-            "/dev/null",
-            "--no-loop",
-        ])
-        .args([
-            "-o",
-            "proto_version=1",
-            "-o",
-            &format!("publication_names={PUBLICATION}"),
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .context("running pg_recvlogical")?;
-    if !status.success() {
-        bail!("pg_recvlogical failed: {status}");
-    }
-    Ok(started.elapsed().as_secs_f64())
+    time_process(
+        Command::new(PG_RECVLOGICAL)
+            .args(pg_client_args(pg, db))
+            .args([
+                "--slot",
+                slot,
+                "--start",
+                "--endpos",
+                end,
+                "-f",
+                "/dev/null",
+                "--no-loop",
+            ])
+            .args([
+                "-o",
+                "proto_version=1",
+                "-o",
+                &format!("publication_names={PUBLICATION}"),
+            ]),
+        "pg_recvlogical",
+    )
 }
 
 /// Runs `walcast source` on `slot` until `rows` events are routed (discard) or
@@ -239,31 +224,13 @@ fn walcast(
     if discard {
         args.push("--discard".into());
     }
-    let started = Instant::now();
-    let mut child = Service::new(&format!("{db}_{slot}"), env!("CARGO_BIN_EXE_walcast"), dir)
-        .args(args)
-        .start()
-        .context("starting walcast source")?;
-    let result = (|| loop {
-        if scrape(port, metric).unwrap_or(0.0) >= rows as f64 {
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        if let Some(status) = child.exit_status() {
-            bail!("walcast source exited early: {status}");
-        }
-        if started.elapsed() > DEADLINE {
-            bail!("walcast source did not drain {rows} events within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    })();
-    let rss = child.pid().map_or(0, peak_rss_kib);
-    // SIGTERM (graceful), then SIGKILL if it does not exit within 30 s.
-    child.terminate(Duration::from_secs(30));
-    Ok((result?, rss))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    time_until(
+        &format!("{db}_{slot}"),
+        dir,
+        args,
+        port,
+        metric,
+        rows,
+        DEADLINE,
+    )
 }

@@ -19,6 +19,8 @@ mod replay;
 mod schema;
 mod security;
 mod snapshot;
+mod snapshot_crash;
+mod snapshot_e2e;
 mod soak;
 mod source_crash;
 mod support;

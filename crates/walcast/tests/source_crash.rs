@@ -151,7 +151,7 @@ async fn kill_9_five_times_during_a_50k_load_loses_nothing() {
 }
 
 /// Partition ends once they stop moving (a killed producer's last request may still land).
-fn stable_ends(brokers: &str, topic: &str) -> Vec<i64> {
+pub(crate) fn stable_ends(brokers: &str, topic: &str) -> Vec<i64> {
     let mut last = high_watermarks(brokers, topic, 3);
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(250));

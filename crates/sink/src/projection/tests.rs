@@ -139,6 +139,60 @@ fn product_created_decodes_into_a_whole_row() {
 }
 
 #[test]
+fn a_product_snapshot_without_a_commit_lsn_upserts_the_whole_row() {
+    // As the source's snapshot writes it: no walcast.* position headers, extra fields.
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "id",
+            value: Some("5a1e0c3d-2b7f-5c1e-9d2a-1b2c3d4e5f60"),
+        })
+        .insert(Header {
+            key: "event_type",
+            value: Some("ProductSnapshot"),
+        })
+        .insert(Header {
+            key: "occurred_at",
+            value: Some("2026-03-01T10:00:00.500000Z"),
+        })
+        .insert(Header {
+            key: "walcast.snapshot",
+            value: Some("initial-slot"),
+        });
+    let payload = json!({"productId": PRODUCT, "sku": "SKU-1", "name": "Mug", "description": null,
+        "price": "12.50", "currency": "EUR", "isActive": false, "version": 4,
+        "createdAt": "2026-01-01T00:00:00+00:00", "updatedAt": "2026-03-01T10:00:00.5+00:00"})
+    .to_string();
+    let r = OwnedMessage::new(
+        Some(payload.into_bytes()),
+        Some(PRODUCT.as_bytes().to_vec()),
+        "catalog.events".into(),
+        Timestamp::NotAvailable,
+        0,
+        7,
+        Some(headers),
+    );
+    let p = shipped();
+    assert_eq!(p.commit_lsn(&r), None, "no LSN to account");
+    let c = decode(&p, &r).unwrap();
+    assert_eq!((c.key.as_str(), c.pos.version), (PRODUCT, 4));
+    assert!(c.pos.occurred_at.is_some());
+    let Op::Upsert(row) = c.op else {
+        panic!("{:?}", c.op)
+    };
+    assert_eq!(
+        row,
+        [
+            Some("SKU-1".into()),
+            Some("Mug".into()),
+            None,
+            Some("12.50".into()),
+            Some("EUR".into()),
+            Some("false".into())
+        ]
+    );
+}
+
+#[test]
 fn a_v1_product_created_is_upcast_from_title_to_name() {
     let p = shipped();
     let v1 = json!({"productId": PRODUCT, "sku": "SKU-1", "title": "Old mug", "price": "3.00",

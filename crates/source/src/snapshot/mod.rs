@@ -7,9 +7,57 @@
 //! first created, and from signal-table rows read through the WAL (the `walcast snapshot`
 //! commands write those rows).
 
-// The controller that consumes these commands is being built; until it lands, nothing
-// constructs them.
-#![allow(dead_code)]
+//!
+//! ```text
+//!  initial / signal row / CLI ──Command──▶ Controller (one task, next to the pipeline)
+//!                                            │ keyset chunks: SELECT … WHERE key > $last
+//!                                            │                ORDER BY key LIMIT chunk_size
+//!                                            ▼
+//!                        one record per row ─▶ event topic (key = aggregate id)
+//!                                            │ every record of the chunk acknowledged
+//!                                            ▼
+//!                        SnapshotState ─▶ <topic>.snapshots (acknowledged before the next chunk)
+//! ```
+//!
+//! * `table.rs`: the start-up check of a table, its chunk query, the record of a row.
+//! * `controller.rs`: the task, and **the progress rule** (when a chunk's state is stored).
+//! * `throttle.rs`: `max_rows_per_sec`.
+
+mod controller;
+mod table;
+mod throttle;
+
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+use tracing::warn;
+
+use crate::config::SourceConfig;
+use crate::error::Result;
+
+pub(crate) use controller::{Controller, Setup};
+pub(crate) use table::Table;
+
+/// Checks every `[[snapshot.tables]]` entry against the database (start-up): a table that
+/// lacks its key, version or occurred_at column is refused with the fix.
+pub(crate) async fn check_tables(client: &Client, config: &SourceConfig) -> Result<Vec<Table>> {
+    let mut tables = Vec::with_capacity(config.snapshot.tables.len());
+    for t in &config.snapshot.tables {
+        tables.push(Table::load(client, t, config.snapshot.field_naming).await?);
+    }
+    Ok(tables)
+}
+
+/// Answers commands when this process runs no snapshots (no `[[snapshot.tables]]`, or
+/// `--discard`): each is logged and accepted, as there is nothing it could start.
+pub(crate) async fn ignore(mut commands: mpsc::UnboundedReceiver<Command>) {
+    while let Some(c) = commands.recv().await {
+        warn!(command = ?c, "snapshot request ignored: this source has no [[snapshot.tables]] (or runs with --discard)");
+        let (Command::Start { accepted, .. } | Command::Cancel { accepted, .. }) = c;
+        if let Some(a) = accepted {
+            a();
+        }
+    }
+}
 
 /// Called once the request it came with is durable (its state is on the progress topic, or
 /// the snapshot was already known), so the transaction that carried a signal row may be

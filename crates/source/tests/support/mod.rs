@@ -6,6 +6,7 @@
 
 pub mod kafka;
 pub mod load;
+pub mod snapshot;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

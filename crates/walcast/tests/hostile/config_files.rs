@@ -93,6 +93,11 @@ fn every_key_of_the_source_file_missing_or_mistyped_is_named_with_the_file() {
             "admin.listen",
             "retry.initial_backoff_ms",
             "retry.max_backoff_ms",
+            "snapshot.tables.0.table",
+            "snapshot.tables.0.key",
+            "snapshot.tables.0.event_type",
+            "snapshot.tables.0.version_column",
+            "snapshot.tables.0.occurred_at_column",
         ],
         &[],
         load_source,
@@ -144,6 +149,10 @@ fn every_key_of_the_sink_file_missing_or_mistyped_is_named_with_the_file() {
             "events.5.table",
             "events.5.action",
             "events.5.key",
+            "events.6.type",
+            "events.6.table",
+            "events.6.action",
+            "events.6.key",
         ],
         &[
             // ProductCreated's upcast from 1 needs version 2.
@@ -154,6 +163,7 @@ fn every_key_of_the_sink_file_missing_or_mistyped_is_named_with_the_file() {
             "events.2.columns",
             "events.3.columns",
             "events.4.columns",
+            "events.6.columns",
         ],
         load_sink,
     );

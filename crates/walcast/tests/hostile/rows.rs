@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use walcast_testkit::{unique_name, wait_until};
+use walcast_testkit::{TomlValue, unique_name, wait_until};
 
 use crate::support::free_port;
 use crate::support::pipeline::*;
@@ -136,8 +136,6 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
     let prefix = unique_name("tmpl");
     let template = format!("{prefix}.{{event_type}}");
     let dlq = format!("{prefix}.dlq");
-    // With a template, the shipped file's snapshot tables need a progress topic named.
-    let progress = format!("{prefix}.snapshots");
     let dir = tempfile::tempdir().unwrap();
     let source_cfg = source_config(
         dir.path(),
@@ -147,7 +145,12 @@ fn template_topics_from_hostile_event_types_go_to_the_dlq_and_the_stream_goes_on
             (&["kafka", "topic"], template.as_str().into()),
             (&["kafka", "dlq_topic"], dlq.as_str().into()),
             (&["kafka", "max_topics"], 2.into()),
-            (&["snapshot", "progress_topic"], progress.as_str().into()),
+            // Snapshot records need a fixed topic: no snapshot tables with a template.
+            (&["snapshot", "initial"], false.into()),
+            (
+                &["snapshot", "tables"],
+                TomlValue::from_iter(Vec::<String>::new()),
+            ),
         ],
     );
     let mut source = streaming_source(&source_cfg);
