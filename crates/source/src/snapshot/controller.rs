@@ -646,10 +646,12 @@ fn delivery(record: &Record, source: KafkaError) -> Error {
     }
 }
 
-/// The controller's own SQL connection: ISO dates in UTC, so `col::text` parses the same
+/// The controller's own SQL connection (`application_name` `walcast-snapshot`, so its reads
+/// are easy to find in `pg_stat_activity`): ISO dates in UTC, so `col::text` parses the same
 /// whatever the role's settings.
 async fn sql(connect: &Dsn) -> Result<Client> {
-    let client = connect_sql(connect)
+    let connect = connect.clone().with_application_name("walcast-snapshot");
+    let client = connect_sql(&connect)
         .await
         .map_err(walcast_replication::Error::from)?;
     client
