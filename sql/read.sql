@@ -132,3 +132,13 @@ CREATE TABLE IF NOT EXISTS walcast_topic_partitions (
     recorded_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer_group, topic)
 );
+
+-- A rebuild of this target is under way (`walcast sink rebuild`): the row is committed before
+-- the rebuild empties the target and deleted in the transaction that writes its final applied
+-- LSN. While it exists the sink writes no applied LSN for the group, and the query API does not
+-- route to this database: a half-built replica never answers queries (docs/operations.md).
+CREATE TABLE IF NOT EXISTS walcast_rebuilding (
+    consumer_group TEXT PRIMARY KEY,
+    mode           TEXT NOT NULL,
+    started_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);

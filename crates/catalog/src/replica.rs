@@ -10,6 +10,10 @@
 //!   query n -> eligible[n % eligible.len()], then the next eligible one if it fails
 //! ```
 //!
+//! A replica being rebuilt (a `walcast_rebuilding` row, written by `walcast sink rebuild` before
+//! it empties the database and deleted once the copy or replay is complete) is not eligible,
+//! with the reason `rebuilding (<mode>) since <time>`: a half-built replica never answers.
+//!
 //! A query that fails on a replica (connection lost, replica down, read schema missing) marks
 //! it down at once and moves on to the next eligible replica, so a replica that dies between
 //! two probes costs a request nothing but a failover; the next successful probe brings it back.
@@ -94,7 +98,9 @@ impl ReplicaSet {
             let Ok((i, result)) = joined else { continue };
             let now = Instant::now();
             match result {
-                Ok(lsn) => self.tracker().observe(i, lsn, now),
+                Ok(Probe::Applied(lsn)) => self.tracker().observe(i, lsn, now),
+                // Out of rotation, and out of the lag reference: its LSN means nothing yet.
+                Ok(Probe::Rebuilding(why)) => self.tracker().mark_down(i, why),
                 Err(e) => self.mark_down(i, &e),
             }
         }
@@ -169,9 +175,17 @@ impl ReplicaSet {
     }
 }
 
-/// The commit LSN the sink has applied on this replica (0 before its first event); also
-/// proves the read model is there.
-async fn applied_lsn(pool: &Pool) -> Result<Lsn> {
+/// What a probe found on a replica.
+enum Probe {
+    /// The commit LSN the sink has applied there (0 before its first event).
+    Applied(Lsn),
+    /// A rebuild of it is under way: `rebuilding (<mode>) since <time>`.
+    Rebuilding(String),
+}
+
+/// The commit LSN the sink has applied on this replica, unless a rebuild marks it; also
+/// proves the read model is there. A schema older than `walcast_rebuilding` has no marker.
+async fn applied_lsn(pool: &Pool) -> Result<Probe> {
     let client = pool.get().await.map_err(|source| Error::Pool {
         db: "replica".into(),
         source,
@@ -179,7 +193,8 @@ async fn applied_lsn(pool: &Pool) -> Result<Lsn> {
     let row = client
         .query_one(
             "SELECT coalesce((max(commit_lsn) - '0/0'::pg_lsn)::int8, 0), \
-             (SELECT count(*) FROM (SELECT 1 FROM catalog_product_read LIMIT 0) AS t) \
+             (SELECT count(*) FROM (SELECT 1 FROM catalog_product_read LIMIT 0) AS t), \
+             to_regclass('walcast_rebuilding') IS NOT NULL \
              FROM walcast_applied_lsn",
             &[],
         )
@@ -190,5 +205,29 @@ async fn applied_lsn(pool: &Pool) -> Result<Lsn> {
     let lsn: i64 = row
         .try_get(0)
         .map_err(Error::pg("reading the applied LSN"))?;
-    Ok(Lsn(u64::try_from(lsn).unwrap_or(0)))
+    let marked: bool = row
+        .try_get(2)
+        .map_err(Error::pg("looking for walcast_rebuilding"))?;
+    if marked {
+        let rebuilding = client
+            .query_opt(
+                "SELECT mode, started_at::text FROM walcast_rebuilding \
+                 ORDER BY started_at LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(Error::pg("reading walcast_rebuilding"))?;
+        if let Some(r) = rebuilding {
+            let mode: String = r
+                .try_get(0)
+                .map_err(Error::pg("reading the rebuild mode"))?;
+            let since: String = r
+                .try_get(1)
+                .map_err(Error::pg("reading the rebuild start"))?;
+            return Ok(Probe::Rebuilding(format!(
+                "rebuilding ({mode}) since {since}"
+            )));
+        }
+    }
+    Ok(Probe::Applied(Lsn(u64::try_from(lsn).unwrap_or(0))))
 }

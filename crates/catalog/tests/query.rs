@@ -349,3 +349,57 @@ async fn no_replica_at_all_is_a_503_problem() {
     );
     assert_eq!(r.header("retry-after"), Some("1"));
 }
+
+#[tokio::test]
+async fn a_replica_being_rebuilt_is_skipped_until_its_marker_is_gone() {
+    let pg = shared_pg();
+    let id = Uuid::now_v7();
+    let dsns = three_replicas([pg, pg, pg], id).await;
+    // replica-1 has a schema older than the marker table: it is served as before.
+    connect(&dsns[0])
+        .await
+        .batch_execute("DROP TABLE walcast_rebuilding")
+        .await
+        .unwrap();
+    // replica-2 is half-way through `walcast sink rebuild --from catalog_read`.
+    let marker = connect(&dsns[1]).await;
+    marker
+        .execute(
+            "INSERT INTO walcast_rebuilding (consumer_group, mode) \
+             VALUES ('walcast.sink.replica-2', 'peer catalog_read')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let api = api(&dsns, LagPolicy::default());
+    api.probe().await;
+    let status = &api.replicas()[1];
+    assert!(
+        !status.eligible
+            && status
+                .reason
+                .starts_with("rebuilding (peer catalog_read) since "),
+        "{status:?}"
+    );
+    assert!(api.replicas()[0].eligible && api.replicas()[2].eligible);
+    let server = Server::start(api.router()).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..6 {
+        *counts.entry(served_by(&server, id).await).or_default() += 1;
+    }
+    assert_eq!(counts.get("replica-2"), None, "{counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    // The rebuild completes: its last transaction deletes the marker.
+    marker
+        .execute("DELETE FROM walcast_rebuilding", &[])
+        .await
+        .unwrap();
+    api.probe().await;
+    assert!(api.replicas()[1].eligible, "{:?}", api.replicas()[1]);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..6 {
+        *counts.entry(served_by(&server, id).await).or_default() += 1;
+    }
+    assert_eq!(counts.get("replica-2"), Some(&2), "{counts:?}");
+}

@@ -48,6 +48,7 @@
 
 mod batch;
 pub mod config;
+mod copy;
 mod dead_letter;
 mod discard;
 mod error;
@@ -61,6 +62,7 @@ mod progress;
 mod projection;
 mod prune;
 mod rebuild;
+mod rebuilding;
 mod retention;
 mod runner;
 mod sql;
@@ -69,10 +71,11 @@ mod text;
 mod value;
 
 pub use config::SinkConfig;
+pub use copy::CopiedTable;
 pub use discard::{Discard, DiscardReport, discard};
 pub use error::{Error, Result};
 pub use projection::{Projections, RejectKind, Rejection};
-pub use rebuild::{RebuildReport, rebuild};
+pub use rebuild::{RebuildFrom, RebuildReport, rebuild, rebuild_from};
 pub use runner::{Sink, serve};
 
 use std::time::Duration;

@@ -12,6 +12,9 @@
 //! The rebuild stops at the high watermarks seen when it started; the sink applies the rest.
 //! It first refuses, before emptying anything, when the topic no longer starts at offset 0
 //! and no completed snapshot covers what was deleted (the `retention` module).
+//!
+//! `--from PEER` copies another target instead of reading the topic (`copy.rs`). Either way the
+//! target carries the "rebuilding" marker until it is complete (`rebuilding.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,8 +26,9 @@ use walcast_telemetry::admin::Health;
 use walcast_telemetry::metrics::Registry;
 use walcast_telemetry::progress::{EVENTS, Progress};
 
-use crate::batch::{ApplyStats, Batch};
+use crate::batch::ApplyStats;
 use crate::config::{SinkConfig, TargetConfig};
+use crate::copy::{self, CopiedTable};
 use crate::dead_letter::DeadLetters;
 use crate::error::{Error, Result};
 use crate::kafka::{Consumer, Watermarks};
@@ -35,7 +39,7 @@ use crate::progress;
 use crate::projection::Projections;
 use crate::runner::schema_files;
 use crate::store::Store;
-use crate::{retention, sql};
+use crate::{rebuilding, retention, sql};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -44,6 +48,30 @@ pub struct RebuildReport {
     pub records: u64,
     pub dead_lettered: u64,
     pub elapsed: Duration,
+    /// Rows per table copied from a peer (`--from PEER`); empty for a rebuild from the topic.
+    pub copied: Vec<CopiedTable>,
+}
+
+/// Where a rebuild takes the target's contents from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebuildFrom {
+    /// Re-consume the topic from its earliest retained offset ([`rebuild`]).
+    Topic,
+    /// Copy another target of this sink at one consistent snapshot (`copy.rs`).
+    Peer(String),
+}
+
+/// Rebuilds `target` from `from`.
+pub async fn rebuild_from(
+    config: &SinkConfig,
+    target: &str,
+    from: &RebuildFrom,
+    progress: bool,
+) -> Result<RebuildReport> {
+    match from {
+        RebuildFrom::Topic => rebuild(config, target, progress).await,
+        RebuildFrom::Peer(peer) => copy::from_peer(config, target, peer).await,
+    }
 }
 
 /// The `[targets.NAME]` entry of `target`, or an error listing the names there are.
@@ -80,6 +108,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         .execute(sql::REBUILD_LOCK_EXCLUSIVE, &[&group])
         .await
         .map_err(pg("taking the rebuild lock"))?;
+    rebuilding::mark(store.client(), target, &group, "topic").await?;
     info!(target = %target, "rebuild lock taken; emptying the target");
     store
         .client()
@@ -107,6 +136,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         records: 0,
         dead_lettered: 0,
         elapsed: Duration::ZERO,
+        copied: Vec::new(),
     };
     let ctx = TargetCtx {
         name: target.to_owned(),
@@ -137,7 +167,7 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
         ends: ends.clone(),
         committed: &mut committed,
     };
-    let Some((mut store, stored)) =
+    let Some((store, _)) =
         pipeline::consume(&ctx, &source, &positions, &mut stop, Some(goal)).await?
     else {
         return Err(Error::Config(format!(
@@ -146,16 +176,9 @@ pub async fn rebuild(config: &SinkConfig, target: &str, progress: bool) -> Resul
     };
     // Everything below the watermarks read at the start is applied, and an event older than
     // one of them was on the topic before them: the greatest LSN applied is a true figure.
+    // It is written with the marker's removal: from here on the target may answer queries.
     let applied = progress::lock(&positions).applied.max();
-    if let Some(lsn) = applied {
-        let mut batch = Batch {
-            applied_lsn: Some(lsn),
-            ..Batch::default()
-        };
-        store
-            .apply(&ctx.projections, &mut batch, &[], &stored, &ctx.dlq)
-            .await?;
-    }
+    rebuilding::finish(store.client(), target, &group, applied).await?;
     let _ = store.client().execute(sql::REBUILD_UNLOCK, &[&group]).await;
     report.elapsed = started.elapsed();
     bar.finish();

@@ -30,10 +30,19 @@ pub(crate) const STORE_OFFSETS: &str = "INSERT INTO walcast_offsets AS o \
      SELECT $1::text, $2::text, v.p, v.o, now() FROM unnest($3::int[], $4::bigint[]) AS v(p, o) \
      ON CONFLICT (consumer_group, topic, partition) \
      DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()";
+/// Writes nothing while the group's "rebuilding" marker exists (a half-built target reports no
+/// applied LSN).
 pub(crate) const STORE_APPLIED_LSN: &str = "INSERT INTO walcast_applied_lsn AS a \
-     (consumer_group, commit_lsn, applied_at) VALUES ($1, $2::text::pg_lsn, now()) \
+     (consumer_group, commit_lsn, applied_at) SELECT $1::text, $2::text::pg_lsn, now() \
+     WHERE NOT EXISTS (SELECT 1 FROM walcast_rebuilding WHERE consumer_group = $1::text) \
      ON CONFLICT (consumer_group) DO UPDATE \
      SET commit_lsn = GREATEST(a.commit_lsn, EXCLUDED.commit_lsn), applied_at = now()";
+/// Sets the group's "rebuilding" marker (`walcast_rebuilding`): `group, mode`. A rebuild run
+/// again after one that died keeps the first start time.
+pub(crate) const MARK_REBUILDING: &str = "INSERT INTO walcast_rebuilding (consumer_group, mode) \
+     VALUES ($1, $2) ON CONFLICT (consumer_group) DO UPDATE SET mode = EXCLUDED.mode";
+pub(crate) const CLEAR_REBUILDING: &str =
+    "DELETE FROM walcast_rebuilding WHERE consumer_group = $1";
 pub(crate) const INSERT_PROCESSED: &str = "INSERT INTO processed_events (event_id, event_type) \
      SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT (event_id) DO NOTHING \
      RETURNING event_id";
@@ -93,7 +102,7 @@ pub(crate) const HELD_OF_KEYS: &str =
 pub(crate) const DEAD_LETTERS: &str = "SELECT table_name, key, event_id FROM walcast_held \
      WHERE dead_letter ORDER BY held_at LIMIT 20";
 
-fn q(ident: &str) -> String {
+pub(crate) fn q(ident: &str) -> String {
     format!("\"{ident}\"")
 }
 

@@ -12,6 +12,7 @@ mod delivery;
 mod held;
 mod outage;
 mod partitions;
+mod peer;
 mod poison;
 mod prune;
 mod rebuild;

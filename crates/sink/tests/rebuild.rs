@@ -96,5 +96,37 @@ async fn rebuild_reproduces_an_identical_target_while_the_others_keep_running() 
         tombstones(targets["replica-1"].clone()).await,
         "the tombstones are rebuilt too"
     );
+    // The rebuild's marker went with its final applied LSN.
+    let lsn = |dsn: String| async move {
+        let c = connect(&dsn).await;
+        let marked: i64 = c
+            .query_one("SELECT count(*) FROM walcast_rebuilding", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let lsn: String = c
+            .query_one("SELECT commit_lsn::text FROM walcast_applied_lsn", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (marked, lsn)
+    };
+    // (Equal once both wrote the figure of the last batch; bookkeeping may trail the offsets.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (rebuilt, other) = (
+            lsn(replica2.clone()).await,
+            lsn(targets["replica-1"].clone()).await,
+        );
+        if rebuilt == other {
+            assert_eq!(rebuilt.0, 0, "no marker left");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica-2 {rebuilt:?}, replica-1 {other:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     sink.stop().await;
 }

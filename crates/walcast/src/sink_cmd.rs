@@ -3,13 +3,14 @@
 //! ```text
 //! walcast sink --config connectors/catalog-read-sink.toml
 //! walcast sink rebuild --target replica-2 --config connectors/catalog-read-sink.toml
+//! walcast sink rebuild --target replica-2 --from catalog_read
 //! ```
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use walcast_sink::SinkConfig;
+use walcast_sink::{RebuildFrom, SinkConfig};
 use walcast_telemetry::admin;
 
 #[derive(Debug, Args)]
@@ -29,11 +30,16 @@ pub struct SinkArgs {
 #[derive(Debug, Subcommand)]
 enum SinkAction {
     /// Empty one target's read tables and bookkeeping and re-consume it from the earliest
-    /// retained offset, with a progress bar; the other targets (and a running sink) carry on.
+    /// retained offset, with a progress bar; or, with --from, copy another target. The other
+    /// targets (and a running sink) carry on.
     Rebuild {
         /// The target to rebuild, as named under [targets] in the connector file.
         #[arg(long)]
         target: String,
+        /// Copy this other target (read tables and bookkeeping, at one consistent snapshot)
+        /// instead of re-reading the topic: works whatever the topic still holds.
+        #[arg(long, value_name = "PEER")]
+        from: Option<String>,
         /// No progress bar on stderr.
         #[arg(long)]
         quiet: bool,
@@ -45,14 +51,36 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", args.config.display()))?;
     match args.action {
         None => serve(config).await,
-        Some(SinkAction::Rebuild { target, quiet }) => {
-            let report = walcast_sink::rebuild(&config, &target, !quiet).await?;
-            eprintln!(
-                "rebuilt {target}: {} records in {:.1}s ({} dead-lettered)",
-                report.records,
-                report.elapsed.as_secs_f64(),
-                report.dead_lettered
-            );
+        Some(SinkAction::Rebuild {
+            target,
+            from,
+            quiet,
+        }) => {
+            let from = from.map_or(RebuildFrom::Topic, RebuildFrom::Peer);
+            let report = walcast_sink::rebuild_from(&config, &target, &from, !quiet).await?;
+            let seconds = report.elapsed.as_secs_f64();
+            match &from {
+                RebuildFrom::Topic => eprintln!(
+                    "rebuilt {target}: {} records in {seconds:.1}s ({} dead-lettered)",
+                    report.records, report.dead_lettered
+                ),
+                RebuildFrom::Peer(peer) => {
+                    for c in &report.copied {
+                        eprintln!(
+                            "  {:<28} {:>10} rows  {:>7.2}s",
+                            c.table,
+                            c.rows,
+                            c.elapsed.as_secs_f64()
+                        );
+                    }
+                    let rows: u64 = report.copied.iter().map(|c| c.rows).sum();
+                    eprintln!(
+                        "rebuilt {target} from {peer}: {rows} rows in {seconds:.1}s ({:.0} rows/s); \
+                         the sink resumes it from the copied offsets",
+                        rows as f64 / seconds.max(0.001)
+                    );
+                }
+            }
             Ok(())
         }
     }
