@@ -21,7 +21,6 @@ mod schema;
 mod security;
 mod snapshot;
 mod snapshot_crash;
-mod snapshot_e2e;
 mod soak;
 mod source_crash;
 mod support;
