@@ -21,8 +21,8 @@
 //!
 //! A gap stops that target alone (`pipeline.rs`): it consumes nothing, `/ready` names it and
 //! why, `walcast_sink_target_gap` is 1, and an ERROR log names the partitions, the missing
-//! offsets and the fixes, `walcast sink rebuild --target T --from <healthy target>` or
-//! `--from snapshot`. The check runs again every `metadata_refresh_secs`: offsets stored by
+//! offsets and the fixes, `walcast sink rebuild --target T --from <healthy target>`, or a new
+//! snapshot (`walcast snapshot start`) followed by a plain rebuild. The check runs again every `metadata_refresh_secs`: offsets stored by
 //! such a rebuild (in another process) end the stop. Nothing here resets or skips an offset;
 //! a stored offset only moves with a batch or a rebuild.
 //!
@@ -140,8 +140,9 @@ fn verdict(
 fn fixes(target: &str) -> String {
     format!(
         "`walcast sink rebuild --target {target} --from <healthy target>` (copies a healthy \
-         target) or `walcast sink rebuild --target {target} --from snapshot` (refills it from \
-         a source snapshot)"
+         target), or a new source snapshot (`walcast snapshot start --config <source file>`) \
+         and, once it has completed, `walcast sink rebuild --target {target}` (the topic is \
+         complete again from the snapshot's start)"
     )
 }
 
@@ -293,13 +294,16 @@ mod tests {
         for needle in [
             "replica-2 consumes nothing",
             "--target replica-2 --from <healthy target>",
-            "--target replica-2 --from snapshot",
+            "walcast snapshot start",
             "partition 0: offsets 12 to 19 are no longer on the topic",
             "partition 3: offsets 0 to 6",
             "catalog.events.snapshots",
         ] {
             assert!(m.contains(needle), "{needle:?} in {m}");
         }
-        assert!(m.find("--from snapshot") < m.find("partition 0"), "{m}");
+        assert!(
+            m.find("walcast snapshot start") < m.find("partition 0"),
+            "{m}"
+        );
     }
 }

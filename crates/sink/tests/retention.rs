@@ -92,7 +92,7 @@ async fn wait_stopped(sink: &Running, target: &str, why: &str) {
                     && body.contains(&format!("{target}: "))
                     && body.contains(why)
                     && body.contains(&format!("walcast sink rebuild --target {target} --from"))
-                    && body.contains("--from snapshot")
+                    && body.contains("walcast snapshot start")
             }
         },
     )
@@ -207,7 +207,7 @@ async fn a_target_behind_retention_stops_while_the_others_flow_and_a_plain_rebui
         format!("partition 1 starts at offset {}", lows[&1]),
         "nothing was emptied".into(),
         "walcast sink rebuild --target replica-1 --from <healthy target>".into(),
-        "walcast sink rebuild --target replica-1 --from snapshot".into(),
+        "walcast snapshot start".into(),
     ] {
         assert!(err.contains(&needle), "{needle:?} in {err}");
     }

@@ -183,7 +183,15 @@ async fn a_re_created_key_whose_version_starts_over_stays_behind_its_tombstone()
     let sink = Running::start(load(&write_config(dir.path(), &topic, &targets, 100))).await;
     let (restarted, continued) = (Uuid::new_v4(), Uuid::new_v4());
     let mut lsn = 0;
-    let deleted = |p: Uuid| ev("ProductDeleted", p, 2, 20, json!({"productId": p, "version": 2}));
+    let deleted = |p: Uuid| {
+        ev(
+            "ProductDeleted",
+            p,
+            2,
+            20,
+            json!({"productId": p, "version": 2}),
+        )
+    };
     produce(
         &topic,
         &[
