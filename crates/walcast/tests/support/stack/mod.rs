@@ -310,7 +310,41 @@ impl Stack {
             sink_config: sink_cfg,
         };
         stack.wait_ready(Duration::from_secs(120)).await;
+        if opts.existing_products == 0 {
+            // The shipped source file snapshots `products` when it creates its slot. On an
+            // empty catalog that snapshot emits nothing, unless a load writes products while it
+            // runs: let it complete first, so the proofs see the outbox's events alone.
+            stack.wait_initial_snapshot(Duration::from_secs(60)).await;
+        }
         stack
+    }
+
+    /// Waits until the source's initial snapshot (`initial-<slot>`) is completed.
+    pub async fn wait_initial_snapshot(&self, within: Duration) {
+        let id = format!("initial-{}", self.slot);
+        let topic = walcast_kafka::snapshots::default_topic(&self.topic);
+        let (brokers, properties) = (
+            self.kafka.bootstrap(),
+            walcast_config::KafkaProperties::default(),
+        );
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let settings = walcast_kafka::ClientSettings::new(&brokers, &properties);
+            let state =
+                walcast_kafka::snapshots::read_all(settings, &topic, Duration::from_secs(10))
+                    .await
+                    .ok()
+                    .and_then(|mut states| states.remove(&id));
+            if state.as_ref().is_some_and(|s| s.status.is_final()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the initial snapshot {id} did not complete within {within:?}: {state:?}; the source's log ends with:\n{}",
+                self.source.log_tail(4000)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub fn write_dsn(&self) -> String {
